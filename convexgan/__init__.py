@@ -1,0 +1,19 @@
+"""convexgan: neural networks trained by convex optimization, with a certificate.
+
+The core: activation patterns of hyperplane arrangements, convex two-layer ReLU and gated-ReLU
+programs (squared, logistic and cross-entropy losses; scalar and vector outputs), their solvers
+and duality-gap certificates, regularization paths, and recovery into ``torch.nn`` modules.
+"""
+from .losses import CrossEntropyLoss, LogisticLoss, SquaredLoss
+from .models import ConvexReLU, ConvexReLUClassifier
+from .networks import TwoLayerGatedReLU, TwoLayerReLU
+from .path import RegularizationPath, plot_regularization_path, regularization_path
+from .patterns import conv_patterns, enumerate_patterns, sample_patterns
+from .penalties import GroupL2, NuclearNorm
+
+__all__ = [
+    "ConvexReLU", "ConvexReLUClassifier", "CrossEntropyLoss", "GroupL2", "LogisticLoss",
+    "NuclearNorm", "RegularizationPath", "SquaredLoss", "TwoLayerGatedReLU", "TwoLayerReLU",
+    "conv_patterns", "enumerate_patterns", "plot_regularization_path", "regularization_path",
+    "sample_patterns",
+]

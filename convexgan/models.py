@@ -1,0 +1,273 @@
+"""Scikit-learn style estimators for convex two-layer ReLU networks.
+
+Both estimators solve, over P activation patterns D_i (from ``gates``, or sampled),
+
+    relu:   min  F( sum_i D_i X (u_i - v_i) + b ) + lam sum_i (||u_i|| + ||v_i||)
+            s.t. (2 D_i - I) X u_i >= 0,  (2 D_i - I) X v_i >= 0
+    gated:  min  F( sum_i D_i X w_i + b ) + lam sum_i ||w_i||
+
+with F the mean loss (squared: ``1/(2n) ||yhat - y||^2``). Both are exact reformulations of a
+two-layer network with weight decay ``lam/2 (||W1||^2 + ||W2||^2)`` whose hidden neurons use
+those patterns; ``network_`` is that network, recovered from the solution, and its own
+objective equals ``objective_`` (the certificate by recovery, checked by ``network_objective``).
+
+Vector outputs (c > 1 targets or classes):
+- gated: ``w_i`` becomes a d x c matrix with the nuclear norm ``||W_i||_*``: exact for networks
+  whose neurons share the gate of their pattern (an SVD of W_i gives the neurons).
+- relu: every output k gets its own ``u_ik, v_ik`` with ``lam (||u_ik|| + ||v_ik||)``: exact for
+  networks in which each hidden neuron feeds one output. (Neurons shared across outputs make the
+  problem copositive, Sahiner et al. 2021: no exact convex program of polynomial size is known.)
+
+Certificate: ``gap_`` is the relative duality gap, ``(objective_ - dual_objective_) / objective_``,
+an upper bound on the relative suboptimality; for relu ``cone_violation_`` says how far the
+solution is from the cones (relative). ``fit`` stops when both are ``<= tol``.
+"""
+import copy
+import warnings
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+
+from . import losses, solvers
+from .networks import TwoLayerGatedReLU, TwoLayerReLU
+from .patterns import sample_patterns, unique_columns
+from .penalties import GroupL2, NuclearNorm
+from .validation import check_array, check_choice, check_positive, check_positive_int, check_X_y
+
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
+PROJECTION_SIZE = 200_000  # n * d * G * c up to which solver="auto" projects onto the cones exactly
+
+
+class _ConvexTwoLayer(BaseEstimator):
+    def __init__(self, lam=1e-3, n_patterns=100, gates=None, activation="relu", tol=1e-6,
+                 max_iter=10000, device="cpu", seed=0, fit_intercept=True, dtype="float64",
+                 warm_start=False, solver="auto"):
+        self.lam = lam
+        self.n_patterns = n_patterns
+        self.gates = gates
+        self.activation = activation
+        self.tol = tol
+        self.max_iter = max_iter
+        self.device = device
+        self.seed = seed
+        self.fit_intercept = fit_intercept
+        self.dtype = dtype
+        self.warm_start = warm_start
+        self.solver = solver
+
+    # -- fitting -------------------------------------------------------------------------------
+    def _check_params(self):
+        check_positive(self.lam, "lam")
+        check_positive(self.tol, "tol")
+        check_positive_int(self.n_patterns, "n_patterns")
+        check_positive_int(self.max_iter, "max_iter")
+        check_choice(self.activation, "activation", {"relu", "gated"})
+        check_choice(self.dtype, "dtype", set(DTYPES))
+        check_choice(self.solver, "solver", {"auto", "augmented_lagrangian", "projection"})
+        if str(self.device).startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError("device='cuda' but torch sees no GPU: use device='cpu'.")
+
+    def _patterns(self, X):
+        """masks (n, P) and gates (d, P): reused on a warm start, else from ``gates`` or sampled."""
+        if self.warm_start and hasattr(self, "gates_") and self.gates_.shape[0] == X.shape[1]:
+            return X @ self.gates_ >= 0, self.gates_
+        if self.gates is None:
+            return sample_patterns(X, self.n_patterns, seed=self.seed)
+        gates = check_array(self.gates, "gates", ndim=2)
+        if gates.shape[0] != X.shape[1] or gates.shape[1] == 0:
+            raise ValueError(f"gates must have shape (d, P) = ({X.shape[1]}, P >= 1) for X with "
+                             f"{X.shape[1]} features, got {gates.shape}.")
+        masks, gates = unique_columns(X @ gates >= 0, gates)
+        if masks.shape[1] == 0:
+            raise ValueError("every gate gives the all-zero pattern on X: pass other gates.")
+        return masks, gates
+
+    def _program(self, X, Y, loss, masks):
+        """The convex program of ``fit`` for X (n, d) and targets Y (n, c), as tensors."""
+        dtype, device = DTYPES[self.dtype], torch.device(self.device)
+        Xt = torch.as_tensor(X, dtype=dtype, device=device)
+        Yt = torch.as_tensor(Y, dtype=dtype, device=device)
+        Mt = torch.as_tensor(masks, device=device)
+        P = Mt.shape[1]
+        if self.activation == "relu":  # groups: u_1..u_P (+1), then v_1..v_P (-1)
+            signs = torch.cat([torch.ones(P), -torch.ones(P)]).to(device, dtype)
+            Mt, penalty = torch.cat([Mt, Mt], 1), GroupL2(self.lam)
+        else:
+            signs = torch.ones(P, dtype=dtype, device=device)
+            penalty = GroupL2(self.lam) if Y.shape[1] == 1 else NuclearNorm(self.lam)
+        return solvers.ConvexProgram(Xt, Mt, signs, Yt, loss, penalty, self.fit_intercept,
+                                     cone=self.activation == "relu")
+
+    def _fit(self, X, Y, loss):
+        self._check_params()
+        masks, gates = self._patterns(X)
+        program = self._program(X, Y, loss, masks)
+        W, b = program.zeros()
+        if self.warm_start and hasattr(self, "coef_") and self.coef_.shape == tuple(W.shape):
+            W = torch.as_tensor(self.coef_, dtype=W.dtype, device=W.device)
+            b = torch.as_tensor(self.intercept_, dtype=W.dtype, device=W.device)
+        if self.activation == "relu":
+            solver = self.solver
+            if solver == "auto":
+                solver = "projection" if W.numel() * X.shape[0] <= PROJECTION_SIZE else "augmented_lagrangian"
+            if solver == "projection":
+                W, b, cert, n_iter = solvers.solve_cone_projected(program, W, b, self.tol, self.max_iter)
+            else:
+                W, b, cert, n_iter, _ = solvers.solve_cone(program, W, b, self.tol, self.max_iter)
+        else:
+            W, b, cert, n_iter = solvers.solve_gated(program, W, b, self.tol, self.max_iter)
+        self.gates_ = gates
+        self.coef_ = W.cpu().numpy()
+        self.intercept_ = b.cpu().numpy()
+        self.objective_, self.dual_objective_ = cert.primal, cert.dual
+        self.gap_, self.cone_violation_ = cert.gap, cert.cone_violation
+        self.n_iter_ = n_iter
+        self.converged_ = cert.gap <= self.tol and cert.cone_violation <= self.tol
+        self.network_ = self._recover()
+        self.n_neurons_ = self.network_.hidden.weight.shape[0]
+        return self
+
+    def _recover(self):
+        """The two-layer network of the solution: its neurons and output weights, float64 on the CPU."""
+        W = torch.as_tensor(self.coef_, dtype=torch.float64)
+        d, G, c = W.shape
+        if self.activation == "gated":
+            U, s, Vh = torch.linalg.svd(W.transpose(0, 1), full_matrices=False)  # (G, d, r) (G, r) (G, r, c)
+            group, k = torch.nonzero(s > 1e-12 * s.max().clamp_min(1e-300), as_tuple=True)
+            root = s[group, k].sqrt()
+            hidden = U[group, :, k] * root[:, None]
+            output = Vh[group, k, :] * root[:, None]
+        else:  # one neuron per nonzero (group, output): w = u / sqrt||u||, a = sign sqrt||u|| e_k
+            norms = torch.linalg.vector_norm(W, dim=0)
+            group, k = torch.nonzero(norms > 0, as_tuple=True)
+            root = norms[group, k].sqrt()
+            hidden = W[:, group, k].T / root[:, None]
+            output = torch.zeros(len(group), c, dtype=torch.float64)
+            signs = torch.where(group < G // 2, 1.0, -1.0).double()  # u's, then v's
+            output[torch.arange(len(group)), k] = signs * root
+        network_class = TwoLayerGatedReLU if self.activation == "gated" else TwoLayerReLU
+        with warnings.catch_warnings():  # a network with no neurons is legitimate: lam >= lam_max
+            warnings.filterwarnings("ignore", "Initializing zero-element tensors")
+            network = network_class(d, len(group), c, bias=self.fit_intercept).double()
+        with torch.no_grad():
+            network.hidden.weight.copy_(hidden)
+            network.output.weight.copy_(output.T)
+            if self.fit_intercept:
+                network.output.bias.copy_(torch.as_tensor(self.intercept_))
+            if self.activation == "gated":
+                network.gates.copy_(torch.as_tensor(self.gates_)[:, group])
+        return network.requires_grad_(False)
+
+    # -- using the fitted model ----------------------------------------------------------------
+    def _check_fitted(self):
+        if not hasattr(self, "network_"):
+            raise ValueError(f"this {type(self).__name__} is not fitted yet: call fit(X, y) first.")
+
+    def _decision(self, X):
+        self._check_fitted()
+        X = check_array(X, "X", ndim=2)
+        if X.shape[1] != self.coef_.shape[0]:
+            raise ValueError(f"X has {X.shape[1]} features; the model was fitted with {self.coef_.shape[0]}.")
+        return self.network_(torch.as_tensor(X, dtype=torch.float64))
+
+    def to_torch(self):
+        """A copy of the recovered two-layer network, a trainable ``torch.nn.Module`` (float64)."""
+        self._check_fitted()
+        return copy.deepcopy(self.network_).requires_grad_(True)
+
+    def network_objective(self, X, y):
+        """The recovered network's non-convex objective on (X, y): mean loss + lam/2 ||weights||^2."""
+        X, Y, loss = self._targets(X, y, refit=False)
+        pred = self._decision(X)
+        return float(loss.value(pred, torch.as_tensor(Y)) + self.lam * self.network_.weight_penalty())
+
+    def lam_max(self, X, y):
+        """The smallest lam at which the all-zero network is optimal (exact for gated; for relu, a
+        value at and above which zero is optimal)."""
+        X, Y, loss = self._targets(X, y, refit=True)
+        masks, _ = self._patterns(X)
+        program = self._program(X, Y, loss, masks)
+        W, b = program.zeros()
+        XW = program.image(W)
+        b = program.intercept(XW, b)
+        Theta = loss.grad(program.predict(XW, b), program.Y)
+        return float(program.penalty.dual_norms(program.adjoint(program.loss_image_grad(Theta))).max())
+
+
+class ConvexReLU(RegressorMixin, _ConvexTwoLayer):
+    """Two-layer (gated) ReLU regression with squared loss, trained by convex optimization.
+
+    Parameters: ``lam`` (> 0) weight decay; ``n_patterns`` sampled patterns (ignored when
+    ``gates`` (d, P) is given); ``activation`` "relu" (exact, cone-constrained) or "gated";
+    ``tol`` on the certificate; ``max_iter`` FISTA iterations in all; ``device`` "cpu"/"cuda";
+    ``seed`` for the sampled gates; ``fit_intercept``; ``dtype`` "float64"/"float32";
+    ``warm_start`` reuses the last solution and patterns; ``solver`` for relu:
+    "augmented_lagrangian" (scales to large problems, GPU), "projection" (FISTA with exact cone
+    projections by NNLS: feasible iterates, fast on small problems), or "auto" (projection when
+    ``n * d * G * c <= 200,000``).
+
+    Learned: ``gates_`` (d, P), ``coef_`` (d, G, c) group weights (relu: G = 2P, u's then v's),
+    ``intercept_`` (c,), ``objective_``, ``dual_objective_``, ``gap_``, ``cone_violation_``,
+    ``converged_``, ``n_iter_``, ``n_neurons_``, ``network_``.
+    """
+
+    def _targets(self, X, y, refit):
+        X, y = check_X_y(X, y)
+        return X, y.reshape(len(y), -1), losses.SquaredLoss()
+
+    def fit(self, X, y):
+        """X (n, d), y (n,) or (n, c)."""
+        X, Y, loss = self._targets(X, y, refit=True)
+        self._y_ndim = np.ndim(y)
+        return self._fit(X, Y, loss)
+
+    def predict(self, X):
+        """(n,) or (n, c) like the fitted y."""
+        pred = self._decision(X).numpy()
+        return pred[:, 0] if self._y_ndim == 1 else pred
+
+
+class ConvexReLUClassifier(ClassifierMixin, _ConvexTwoLayer):
+    """Two-layer (gated) ReLU classifier trained by convex optimization: logistic loss for two
+    classes (one output, labels mapped to -1/+1 in the order of ``classes_``), multinomial
+    cross-entropy for more (one output per class). Parameters and learned attributes as for
+    ``ConvexReLU``, plus ``classes_``."""
+
+    def _targets(self, X, y, refit):
+        X = check_array(X, "X", ndim=2)
+        y = np.asarray(y)
+        if y.ndim != 1 or len(y) != len(X):
+            raise ValueError(f"y must be a vector of {len(X)} labels, got shape {y.shape}.")
+        if y.dtype.kind == "f" and not np.isfinite(y).all():
+            raise ValueError("y contains NaN or inf: every sample needs a class label.")
+        if refit:
+            self.classes_ = np.unique(y)
+            if len(self.classes_) < 2:
+                raise ValueError(f"y has a single class ({self.classes_[0]!r}): a classifier needs at least two.")
+        index = np.searchsorted(self.classes_, y)
+        if (index >= len(self.classes_)).any() or (self.classes_[index.clip(0, len(self.classes_) - 1)] != y).any():
+            raise ValueError("y has labels that were not seen in fit.")
+        if len(self.classes_) == 2:
+            return X, (2.0 * index - 1)[:, None], losses.LogisticLoss()
+        return X, np.eye(len(self.classes_))[index], losses.CrossEntropyLoss()
+
+    def fit(self, X, y):
+        """X (n, d), y (n,) labels of any sortable type, at least two classes."""
+        X, Y, loss = self._targets(X, y, refit=True)
+        return self._fit(X, Y, loss)
+
+    def decision_function(self, X):
+        """(n,) margins for two classes, (n, c) logits for more."""
+        scores = self._decision(X).numpy()
+        return scores[:, 0] if scores.shape[1] == 1 else scores
+
+    def predict_proba(self, X):
+        scores = self._decision(X)
+        if scores.shape[1] == 1:
+            p = torch.sigmoid(scores)
+            return torch.cat([1 - p, p], 1).numpy()
+        return torch.softmax(scores, 1).numpy()
+
+    def predict(self, X):
+        return self.classes_[self.predict_proba(X).argmax(1)]

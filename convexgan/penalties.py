@@ -1,0 +1,52 @@
+"""Penalties on the stacked group weights W (d, G, c): G groups (patterns), c outputs.
+
+``value``, ``prox`` (for a step size), ``dual_norms`` (the dual norm of each group of a gradient,
+which the duality gap scales against ``lam``) and ``group_norms`` (zero exactly for inactive groups).
+"""
+import torch
+
+
+class GroupL2:
+    """``lam * sum_{g,k} ||W[:, g, k]||_2``: every output of every group is its own l2 group.
+
+    For c = 1 this is the group lasso of the convex ReLU program; for c > 1 it is the
+    separable penalty of networks whose hidden neurons each feed one output.
+    """
+
+    def __init__(self, lam):
+        self.lam = lam
+
+    def group_norms(self, W):
+        return torch.linalg.vector_norm(W, dim=0)
+
+    def value(self, W):
+        return self.lam * self.group_norms(W).sum()
+
+    def prox(self, W, step):
+        norms = self.group_norms(W)
+        return W * (1 - step * self.lam / norms.clamp_min(1e-300)).clamp_min(0)
+
+    def dual_norms(self, grad):
+        return self.group_norms(grad)
+
+
+class NuclearNorm:
+    """``lam * sum_g ||W[:, g, :]||_*``: the exact penalty of gated ReLU networks with c outputs
+    (neurons sharing a gate combine into one d x c matrix of rank <= their number)."""
+
+    def __init__(self, lam):
+        self.lam = lam
+
+    def group_norms(self, W):
+        return torch.linalg.svdvals(W.transpose(0, 1)).sum(-1)
+
+    def value(self, W):
+        return self.lam * self.group_norms(W).sum()
+
+    def prox(self, W, step):
+        U, s, Vh = torch.linalg.svd(W.transpose(0, 1), full_matrices=False)
+        s = (s - step * self.lam).clamp_min(0)
+        return ((U * s[:, None, :]) @ Vh).transpose(0, 1)
+
+    def dual_norms(self, grad):
+        return torch.linalg.matrix_norm(grad.transpose(0, 1), ord=2)

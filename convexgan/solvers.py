@@ -1,0 +1,277 @@
+"""Solvers for the convex two-layer ReLU programs, certified by a duality gap.
+
+The program, over group weights W (d, G, c) and an unpenalized intercept b (c,):
+
+    min  F( sum_g s_g D_g X W_g + b ) + R(W)
+    s.t. (2 D_g - I) X W_g >= 0   for every g           (only for ``cone=True``: ReLU)
+
+``D_g = diag(masks[:, g])``, ``s_g = signs[g]`` (+1 or -1), F a loss of ``losses``, R a penalty of
+``penalties``. Gated ReLU is the unconstrained program, solved by FISTA (backtracking line search,
+step growth, gradient-based restarts). ReLU adds the cones, handled by an augmented Lagrangian
+whose subproblems are solved by the same FISTA.
+
+Certificate: with ``Theta = grad F(prediction)`` and cone multipliers ``mu >= 0``, the point
+``alpha * (Theta, mu)`` with ``alpha = min(1, lam / max_g ||X^T (s_g D_g Theta - (2D_g - I) mu_g)||_*)``
+is dual feasible, so ``-F*(alpha Theta)`` is a lower bound on the optimum. ``gap`` is
+``(primal - dual) / |primal|``: the relative suboptimality is at most ``gap``. For ReLU the
+primal point is feasible only up to ``cone_violation = ||(-(2D - I) X W)_+||_F / ||X W||_F``;
+both must fall below ``tol``. An intercept is re-optimized exactly before each certificate,
+so that the dual constraint ``1^T Theta = 0`` holds.
+
+Every product with X is one GEMM over all groups at once: ``X @ W.reshape(d, G * c)`` and
+``X.T @ R.reshape(n, G * c)``; predictions are masked sums over groups, and each FISTA step
+extrapolates the cached products instead of recomputing them, so an iteration costs two GEMMs.
+"""
+import logging
+import math
+from dataclasses import dataclass
+
+import torch
+from scipy.optimize import nnls
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Certificate:
+    primal: float
+    dual: float
+    gap: float
+    cone_violation: float = 0.0
+
+
+class ConvexProgram:
+    """The data of one program. X (n, d), masks (n, G) bool, signs (G,), Y (n, c): all tensors on one
+    device and dtype (masks bool)."""
+
+    def __init__(self, X, masks, signs, Y, loss, penalty, fit_intercept, cone):
+        self.X, self.Y, self.loss, self.penalty = X, Y, loss, penalty
+        self.fit_intercept, self.cone = fit_intercept, cone
+        self.mask_weights = masks.to(X.dtype) * signs  # s_g D_g as an (n, G) matrix
+        self.cone_signs = 2 * masks.to(X.dtype) - 1  # the diagonal of 2 D_g - I
+        self.shape = (X.shape[1], masks.shape[1], Y.shape[1])
+
+    def image(self, W):
+        """X W_g for every group: (n, G, c)."""
+        return (self.X @ W.reshape(self.shape[0], -1)).reshape(self.X.shape[0], *self.shape[1:])
+
+    def adjoint(self, R):
+        """X^T R_g for every group of R (n, G, c): (d, G, c)."""
+        return (self.X.T @ R.reshape(R.shape[0], -1)).reshape(self.shape)
+
+    def predict(self, XW, b):
+        return torch.einsum("ngc,ng->nc", XW, self.mask_weights) + b
+
+    def loss_image_grad(self, Theta):
+        """The gradient with respect to X W of <Theta, prediction>: s_g D_g Theta, (n, G, c)."""
+        return self.mask_weights[:, :, None] * Theta[:, None, :]
+
+    def slack(self, XW):
+        """(2 D_g - I) X W_g, nonnegative on the cones."""
+        return self.cone_signs[:, :, None] * XW
+
+    def zeros(self):
+        W = torch.zeros(self.shape, dtype=self.X.dtype, device=self.X.device)
+        return W, torch.zeros(self.shape[2], dtype=self.X.dtype, device=self.X.device)
+
+    def lipschitz_data(self, n_power=30):
+        """Power-iteration estimate of ||W -> sum_g s_g D_g X W_g||^2 (one output)."""
+        W = torch.randn(self.shape[:2] + (1,), dtype=self.X.dtype, device=self.X.device,
+                        generator=torch.Generator(self.X.device).manual_seed(0))
+        for _ in range(n_power):
+            W = W / torch.linalg.vector_norm(W)
+            pred = torch.einsum("ngc,ng->nc", (self.X @ W[:, :, 0])[:, :, None], self.mask_weights)
+            W = (self.X.T @ (self.mask_weights * pred))[:, :, None]
+        return float(torch.linalg.vector_norm(W)) * 1.05
+
+    def intercept(self, XW, b):
+        if not self.fit_intercept:
+            return b
+        return self.loss.optimal_intercept(self.predict(XW, 0), self.Y, b)
+
+    def refine_dual_norms(self, Theta, norms):
+        """Dual norms with the best multipliers for Theta, ``min_{mu >= 0} ||X^T (s D Theta - (2D - I) mu)||``
+        by non-negative least squares, for the groups (and outputs) whose norm exceeds lam."""
+        X = self.X.double().cpu().numpy()
+        image = self.loss_image_grad(Theta).double().cpu().numpy()
+        cone_signs = self.cone_signs.double().cpu().numpy()
+        norms = norms.clone()
+        for g, k in torch.nonzero(norms > self.penalty.lam).tolist():
+            B = X.T * cone_signs[:, g]
+            _, residual = nnls(B, X.T @ image[:, g, k], maxiter=50 * X.shape[0])
+            norms[g, k] = min(float(norms[g, k]), residual)
+        return norms
+
+    def project_cones(self, W):
+        """Project every group W[:, g, k] onto its cone {u : (2 D_g - I) X u >= 0}: by Moreau,
+        ``z + G^T mu`` with ``mu = argmin_{mu >= 0} ||z + G^T mu||`` and ``G = (2 D_g - I) X``."""
+        slack = self.slack(self.image(W))
+        outside = torch.nonzero((slack < 0).any(0)).tolist()
+        if not outside:
+            return W
+        X, cone_signs = self.X.double().cpu().numpy(), self.cone_signs.double().cpu().numpy()
+        W = W.clone()
+        for g, k in outside:
+            G_t = X.T * cone_signs[:, g]
+            z = W[:, g, k].double().cpu().numpy()
+            mu, _ = nnls(-G_t, z, maxiter=50 * X.shape[0])
+            W[:, g, k] = torch.as_tensor(z + G_t @ mu, dtype=W.dtype, device=W.device)
+        return W
+
+    def certificate(self, W, b, XW, multipliers=None, refine=False):
+        pred = self.predict(XW, b)
+        primal = float(self.loss.value(pred, self.Y) + self.penalty.value(W))
+        Theta = self.loss.grad(pred, self.Y)
+        R = self.loss_image_grad(Theta)
+        violation = 0.0
+        if self.cone:
+            R = R - self.cone_signs[:, :, None] * multipliers
+            violation = float(torch.linalg.vector_norm(self.slack(XW).clamp_max(0))
+                              / torch.linalg.vector_norm(XW).clamp_min(1e-300))
+        norms = self.penalty.dual_norms(self.adjoint(R))
+        if self.cone and refine:
+            norms = self.refine_dual_norms(Theta, norms)
+        worst = float(norms.max())
+        alpha = min(1.0, self.penalty.lam / worst) if worst > 0 else 1.0
+        dual = -float(self.loss.conjugate(alpha * Theta, self.Y))
+        return Certificate(primal, dual, (primal - dual) / max(abs(primal), 1e-300), violation)
+
+
+def fista(program, smooth, prox, W, b, step, max_iter, check, check_every=10):
+    """Accelerated proximal gradient on ``smooth(XW, b) + penalty(W)``; ``prox(W, step)``.
+
+    ``smooth(XW, b, grad)`` returns the value, and with ``grad=True`` also the gradients with
+    respect to XW (n, G, c) and b (c,). Every ``check_every`` iterations ``check(W, b, XW,
+    mapping_norm)`` returns ``(stop, b)``: on a stop, b is the intercept to return (the certificate
+    may have re-optimized it). Returns ``(W, b, XW, n_iter, step)``.
+    """
+    XW = program.image(W)
+    yW, yb, yXW, t = W, b, XW, 1.0
+    for it in range(1, max_iter + 1):
+        f_y, gXW, gb = smooth(yXW, yb, grad=True)
+        gW = program.adjoint(gXW)
+        while True:
+            W_new = prox(yW - step * gW, step)
+            b_new = yb - step * gb if program.fit_intercept else yb
+            XW_new = program.image(W_new)
+            dW, db = W_new - yW, b_new - yb
+            squared_step = float((dW ** 2).sum() + (db ** 2).sum())
+            bound = f_y + (gW * dW).sum() + (gb * db).sum() + squared_step / (2 * step)
+            if smooth(XW_new, b_new) <= bound + 1e-14 * abs(f_y) or step < 1e-30:
+                break
+            step *= 0.5
+        # gradient-based adaptive restart (O'Donoghue and Candes, 2015)
+        if float(((yW - W_new) * (W_new - W)).sum() + ((yb - b_new) * (b_new - b)).sum()) > 0:
+            t = 1.0
+        t_next = (1 + math.sqrt(1 + 4 * t * t)) / 2
+        beta = (t - 1) / t_next
+        yW, yb, yXW = W_new + beta * (W_new - W), b_new + beta * (b_new - b), XW_new + beta * (XW_new - XW)
+        W, b, XW, t = W_new, b_new, XW_new, t_next
+        mapping_norm = math.sqrt(squared_step) / step
+        step *= 1.05
+        if it % check_every == 0 or it == max_iter:
+            stop, b_checked = check(W, b, XW, mapping_norm)
+            if stop:
+                return W, b_checked, XW, it, step
+    return W, b, XW, max_iter, step
+
+
+def solve_gated(program, W, b, tol, max_iter, check_every=10):
+    """Gated ReLU (no cones). Returns ``(W, b, certificate, n_iter)``."""
+    return _solve_prox(program, program.penalty.prox, W, b, tol, max_iter, check_every)
+
+
+def solve_cone_projected(program, W, b, tol, max_iter, check_every=10):
+    """ReLU by FISTA with the exact prox of ``lam ||u|| + indicator(K_g)``: the norm's shrinkage
+    of the projection onto the cone (an NNLS per group). Iterates stay feasible; meant for small
+    problems (each step solves G * c NNLS problems of size d x n on the CPU)."""
+    prox = lambda W, step: program.penalty.prox(program.project_cones(W), step)  # noqa: E731
+    return _solve_prox(program, prox, W, b, tol, max_iter, check_every)
+
+
+def _solve_prox(program, prox, W, b, tol, max_iter, check_every):
+    loss, Y = program.loss, program.Y
+    curvature = program.lipschitz_data() * LIPSCHITZ[type(loss).__name__] / Y.shape[0]
+
+    def smooth(XW, b, grad=False):
+        pred = program.predict(XW, b)
+        value = loss.value(pred, Y)
+        if not grad:
+            return value
+        Theta = loss.grad(pred, Y)
+        return value, program.loss_image_grad(Theta), Theta.sum(0)
+
+    result = {}
+    no_multipliers = torch.zeros_like(program.X[:, :1, None]) if program.cone else None
+
+    def check(W, b, XW, mapping_norm):
+        b = program.intercept(XW, b)
+        result["certificate"] = program.certificate(W, b, XW, no_multipliers, refine=program.cone)
+        return result["certificate"].gap <= tol, b
+
+    W, b, XW, n_iter, _ = fista(program, smooth, prox, W, b, 1.0 / curvature, max_iter, check, check_every)
+    return W, b, result["certificate"], n_iter
+
+
+def solve_cone(program, W, b, tol, max_iter, check_every=10):
+    """ReLU: the cone-constrained program by an augmented Lagrangian.
+
+    Subproblem k minimizes ``F + R + 1/(2 rho) (||(mu - rho S)_+||^2 - ||mu||^2)`` (S the cone
+    slack) with FISTA until its prox-gradient mapping is below ``eps_k * lam``; then
+    ``mu <- (mu - rho S)_+``, and rho grows fivefold when the violation did not halve. Near
+    feasibility the certificate's multipliers are re-solved exactly (NNLS) for the current Theta.
+    Returns ``(W, b, certificate, n_iter, multipliers)``.
+    """
+    loss, Y, n = program.loss, program.Y, program.Y.shape[0]
+    data_curvature = program.lipschitz_data() * LIPSCHITZ[type(loss).__name__] / n
+    cone_curvature = float(torch.linalg.matrix_norm(program.X, ord=2)) ** 2
+    multipliers = torch.zeros(program.X.shape[0], *program.shape[1:], dtype=W.dtype, device=W.device)
+    # start where the penalty is as curved as the loss: neither term dominates the first steps
+    rho, eps, n_iter, violation = data_curvature / cone_curvature, 1e-2, 0, math.inf
+    result = {}
+    while n_iter < max_iter:
+        def smooth(XW, b, grad=False):
+            pred = program.predict(XW, b)
+            slack = program.slack(XW)
+            shifted = (multipliers - rho * slack).clamp_min(0)
+            # ((mu - rho S)_+^2 - mu^2) / (2 rho), written without cancellation
+            value = loss.value(pred, Y) + torch.where(
+                shifted > 0, slack * (0.5 * rho * slack - multipliers), -multipliers ** 2 / (2 * rho)).sum()
+            if not grad:
+                return value
+            Theta = loss.grad(pred, Y)
+            gXW = program.loss_image_grad(Theta) - program.cone_signs[:, :, None] * shifted
+            return value, gXW, Theta.sum(0)
+
+        def check(W, b, XW, mapping_norm):
+            b = program.intercept(XW, b)
+            updated = (multipliers - rho * program.slack(XW)).clamp_min(0)
+            cert = program.certificate(W, b, XW, updated)
+            if cert.cone_violation <= tol < cert.gap:  # feasible: try the best multipliers for Theta
+                cert = program.certificate(W, b, XW, updated, refine=True)
+            result["certificate"] = cert
+            done = cert.gap <= tol and cert.cone_violation <= tol
+            result["done"] = done
+            return done or mapping_norm <= eps * program.penalty.lam, b
+
+        step = 1.0 / (data_curvature + rho * cone_curvature)
+        inner_budget = min(max_iter - n_iter, MAX_INNER)
+        W, b, XW, inner, _ = fista(program, smooth, program.penalty.prox, W, b, step, inner_budget,
+                                   check, check_every)
+        n_iter += inner
+        if result.get("done"):
+            break
+        multipliers = (multipliers - rho * program.slack(XW)).clamp_min(0)
+        cert = result["certificate"]
+        log.debug("augmented Lagrangian: rho=%.3g inner=%d gap=%.3g violation=%.3g",
+                  rho, inner, cert.gap, cert.cone_violation)
+        if tol < cert.cone_violation > 0.5 * violation:
+            rho = min(rho * 5, 1e8 / n)
+        violation, eps = cert.cone_violation, max(eps * 0.3, tol)
+    return W, b, result["certificate"], n_iter, multipliers
+
+
+MAX_INNER = 2000  # FISTA iterations before a multiplier update at the latest
+
+# a bound on the second derivative of each loss per sample, in units of 1/n
+LIPSCHITZ = {"SquaredLoss": 1.0, "LogisticLoss": 0.25, "CrossEntropyLoss": 0.5}

@@ -1,0 +1,1 @@
+"""Trainers that stack convex stages: progressive generators and layerwise classifiers."""

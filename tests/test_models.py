@@ -1,0 +1,164 @@
+"""Estimators against CVXPY, the recovery certificate, and the scikit-learn API."""
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+
+from convexgan import ConvexReLU, ConvexReLUClassifier, TwoLayerGatedReLU, TwoLayerReLU
+from cvxpy_reference import reference_optimum
+
+N_PROBLEMS = 20
+CASES = [  # (loss, vector output)
+    ("squared", False), ("squared", True), ("logistic", False), ("cross_entropy", True),
+]
+
+
+def random_problem(seed, loss, vector):
+    rng = np.random.default_rng(seed)
+    n, d = rng.integers(8, 15), rng.integers(2, 5)
+    X = rng.standard_normal((n, d))
+    if loss == "squared":
+        y = rng.standard_normal((n, 3)) if vector else rng.standard_normal(n)
+    else:
+        classes = 3 if loss == "cross_entropy" else 2
+        y = np.r_[np.arange(classes), rng.integers(0, classes, n - classes)]
+    lam = float(rng.uniform(0.01, 0.1))
+    return X, y, lam, bool(seed % 2)
+
+
+def encoded_targets(model, y, loss):
+    if loss == "squared":
+        return y.reshape(len(y), -1)
+    index = np.searchsorted(model.classes_, y)
+    return (2.0 * index - 1)[:, None] if loss == "logistic" else np.eye(len(model.classes_))[index]
+
+
+@pytest.mark.parametrize("activation", ["gated", "relu"])
+@pytest.mark.parametrize("loss,vector", CASES)
+def test_matches_cvxpy_and_recovered_network(loss, vector, activation):
+    estimator = ConvexReLU if loss == "squared" else ConvexReLUClassifier
+    for seed in range(N_PROBLEMS):
+        X, y, lam, fit_intercept = random_problem(seed, loss, vector)
+        model = estimator(lam=lam, n_patterns=6, activation=activation, tol=1e-8, max_iter=200000,
+                          fit_intercept=fit_intercept, seed=seed).fit(X, y)
+        assert model.converged_, (seed, model.gap_, model.cone_violation_)
+        masks = X @ model.gates_ >= 0
+        expected = reference_optimum(X, encoded_targets(model, y, loss), masks, lam, loss,
+                                     activation, fit_intercept, vector)
+        assert model.objective_ == pytest.approx(expected, rel=1e-5), seed
+        # the certificate brackets CVXPY's optimum: dual <= optimum <= primal (up to both tolerances)
+        assert model.dual_objective_ <= expected * (1 + 1e-7) + 1e-12, seed
+        # the recovered network's own non-convex objective equals the convex optimum
+        assert model.network_objective(X, y) == pytest.approx(model.objective_, rel=1e-6), seed
+
+
+def test_recovered_module_is_an_ordinary_network():
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((30, 4)), rng.standard_normal(30)
+    for activation, module in [("relu", TwoLayerReLU), ("gated", TwoLayerGatedReLU)]:
+        model = ConvexReLU(lam=0.02, n_patterns=10, activation=activation).fit(X, y)
+        net = model.to_torch()
+        assert type(net) is module and net.hidden.weight.shape == (model.n_neurons_, 4)
+        assert all(p.requires_grad for p in net.parameters())
+        assert [name for name, _ in net.named_buffers()] == (["gates"] if activation == "gated" else [])
+        out = net(torch.as_tensor(X)).detach().numpy()[:, 0]
+        np.testing.assert_allclose(out, model.predict(X), rtol=1e-12)
+        # by hand: the network is what its weights say
+        W1, W2 = net.hidden.weight.detach().numpy(), net.output.weight.detach().numpy()
+        hidden = X @ W1.T
+        hidden = np.maximum(hidden, 0) if activation == "relu" else hidden * (X @ net.gates.numpy() >= 0)
+        np.testing.assert_allclose(hidden @ W2[0] + net.output.bias.item(), out, rtol=1e-10, atol=1e-12)
+
+
+def test_recovered_relu_network_satisfies_the_cones():
+    rng = np.random.default_rng(1)
+    X, y = rng.standard_normal((25, 3)), rng.standard_normal(25)
+    model = ConvexReLU(lam=0.01, n_patterns=12, tol=1e-9, max_iter=100000).fit(X, y)
+    P = model.gates_.shape[1]
+    masks = X @ model.gates_ >= 0
+    for g in range(2 * P):
+        pre = X @ model.coef_[:, g, 0]
+        if np.linalg.norm(model.coef_[:, g, 0]) > 0:  # an active group keeps its pattern
+            assert np.all(pre[masks[:, g % P]] >= -1e-7) and np.all(pre[~masks[:, g % P]] <= 1e-7)
+
+
+def test_sklearn_api_and_scores():
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((80, 3))
+    y = np.abs(X[:, 0]) - X[:, 1]  # a ReLU-representable target
+    model = ConvexReLU(lam=1e-3, n_patterns=20, activation="gated", tol=1e-7)
+    assert clone(model).get_params() == model.get_params()
+    assert model.set_params(lam=2e-4).lam == 2e-4
+    assert model.fit(X, y).score(X, y) > 0.99 and model.converged_
+    labels = np.where(X[:, 0] * X[:, 1] > 0, "same", "opposite")  # XOR: not linearly separable
+    clf = ConvexReLUClassifier(lam=1e-3, n_patterns=20, tol=1e-6).fit(X, labels)
+    assert set(clf.classes_) == {"same", "opposite"} and clf.score(X, labels) > 0.95
+    proba = clf.predict_proba(X)
+    np.testing.assert_allclose(proba.sum(1), 1)
+    assert clf.decision_function(X).shape == (80,)
+
+
+def test_multiclass_vector_output_shapes_and_accuracy():
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((90, 2))
+    y = np.digitize(np.arctan2(X[:, 1], X[:, 0]), [-1.5, 0.5])  # three angular sectors
+    for activation in ["gated", "relu"]:
+        clf = ConvexReLUClassifier(lam=1e-2, n_patterns=10, activation=activation, tol=1e-6).fit(X, y)
+        assert clf.coef_.shape[2] == 3 and clf.predict_proba(X).shape == (90, 3)
+        assert clf.converged_ and clf.score(X, y) > 0.9
+
+
+def test_warm_start_reuses_patterns_and_solution():
+    rng = np.random.default_rng(4)
+    X, y = rng.standard_normal((40, 3)), rng.standard_normal(40)
+    model = ConvexReLU(lam=0.05, n_patterns=20, activation="gated", warm_start=True, tol=1e-9).fit(X, y)
+    cold_iterations = model.n_iter_
+    gates = model.gates_.copy()
+    model.fit(X, y)
+    assert np.array_equal(model.gates_, gates) and model.n_iter_ < cold_iterations
+
+
+@pytest.mark.parametrize("bad", [
+    dict(X=np.array([[np.nan, 1.0], [0.0, 1.0]])), dict(X=np.array([[np.inf, 1.0], [0.0, 1.0]])),
+    dict(y=np.array([np.nan, 1.0])), dict(y=np.array([1.0, 2.0, 3.0])), dict(X=np.ones(2)),
+    dict(params=dict(lam=0.0)), dict(params=dict(lam=-1.0)), dict(params=dict(n_patterns=0)),
+    dict(params=dict(gates=np.ones((3, 4)))), dict(params=dict(activation="tanh")),
+    dict(X=np.zeros((0, 2)), y=np.zeros(0)),
+])
+def test_bad_input_raises_clear_value_error(bad):
+    X = bad.get("X", np.array([[1.0, 2.0], [3.0, -1.0]]))
+    y = bad.get("y", np.array([0.5, 1.0]))
+    with pytest.raises(ValueError, match=r"\w+ (must|is|has|contains)"):
+        ConvexReLU(**bad.get("params", {})).fit(X, y)
+
+
+def test_classifier_rejects_a_single_class_and_unseen_labels():
+    X = np.random.default_rng(0).standard_normal((5, 2))
+    with pytest.raises(ValueError, match="single class"):
+        ConvexReLUClassifier().fit(X, np.ones(5))
+    clf = ConvexReLUClassifier(n_patterns=4).fit(X, [0, 1, 0, 1, 1])
+    with pytest.raises(ValueError, match="not seen"):
+        clf.network_objective(X, [0, 1, 2, 1, 1])
+    with pytest.raises(ValueError, match="features"):
+        clf.predict(np.ones((2, 3)))
+
+
+def test_predict_before_fit_says_so():
+    with pytest.raises(ValueError, match="not fitted"):
+        ConvexReLU().predict(np.ones((2, 2)))
+
+
+@pytest.mark.parametrize("loss,vector", CASES)
+def test_augmented_lagrangian_matches_cvxpy_and_its_dual_bound_is_valid(loss, vector):
+    """The scalable ReLU solver (used for large problems): same optimum, valid lower bound."""
+    estimator = ConvexReLU if loss == "squared" else ConvexReLUClassifier
+    for seed in range(5):
+        X, y, lam, fit_intercept = random_problem(seed, loss, vector)
+        model = estimator(lam=lam, n_patterns=6, tol=1e-7, max_iter=20000, fit_intercept=fit_intercept,
+                          seed=seed, solver="augmented_lagrangian").fit(X, y)
+        masks = X @ model.gates_ >= 0
+        expected = reference_optimum(X, encoded_targets(model, y, loss), masks, lam, loss, "relu",
+                                     fit_intercept, vector)
+        assert model.objective_ == pytest.approx(expected, rel=1e-5), seed
+        assert model.dual_objective_ <= expected * (1 + 1e-7) + 1e-12, seed
+        assert model.cone_violation_ <= 1e-5, seed
