@@ -19,6 +19,11 @@ class Loss:
     def conjugate(self, Theta, Y):
         raise NotImplementedError
 
+    def bregman(self, Z_new, Z, Y):
+        """``F(Z_new) - F(Z) - <grad F(Z), Z_new - Z>`` (>= 0), in float64 against cancellation."""
+        Z_new, Z, Y = Z_new.double(), Z.double(), Y.double()
+        return float(self.value(Z_new, Y) - self.value(Z, Y) - (self.grad(Z, Y) * (Z_new - Z)).sum())
+
     def intercept_hessian(self, Z, Y):
         """The Hessian (c, c) of ``b -> value(Z + b, Y)`` at b = 0."""
         raise NotImplementedError
@@ -51,6 +56,9 @@ class SquaredLoss(Loss):
     def conjugate(self, Theta, Y):
         return 0.5 * Theta.shape[0] * (Theta ** 2).sum() + (Theta * Y).sum()
 
+    def bregman(self, Z_new, Z, Y):
+        return float(0.5 * ((Z_new - Z) ** 2).sum() / Z.shape[0])
+
     def optimal_intercept(self, Z, Y, b):
         return (Y - Z).mean(0)
 
@@ -67,6 +75,12 @@ class LogisticLoss(Loss):
     def conjugate(self, Theta, Y):
         t = (-Theta.shape[0] * Theta * Y).clamp(0, 1)  # the dual variable's share of each sample
         return (torch.xlogy(t, t) + torch.xlogy(1 - t, 1 - t)).sum() / Theta.shape[0]
+
+    def bregman(self, Z_new, Z, Y):
+        # per sample, with margins m = -y z and p = sigmoid(m): log1p(p expm1(dm)) - p dm
+        delta = (-Y * (Z_new - Z)).double()
+        p = torch.sigmoid(-Y * Z).double()
+        return float((torch.log1p(p * torch.expm1(delta)) - p * delta).sum() / Z.shape[0])
 
     def intercept_hessian(self, Z, Y):
         p = torch.sigmoid(Z)
@@ -85,6 +99,11 @@ class CrossEntropyLoss(Loss):
     def conjugate(self, Theta, Y):
         q = (Theta.shape[0] * Theta + Y).clamp_min(0)  # a point of the probability simplex
         return torch.xlogy(q, q).sum() / Theta.shape[0]
+
+    def bregman(self, Z_new, Z, Y):
+        # per sample, with p = softmax(z): log1p(sum_k p_k expm1(dz_k)) - <p, dz>
+        delta, p = (Z_new - Z).double(), torch.softmax(Z.double(), 1)
+        return float((torch.log1p((p * torch.expm1(delta)).sum(1)) - (p * delta).sum(1)).sum() / Z.shape[0])
 
     def intercept_hessian(self, Z, Y):
         p = torch.softmax(Z, 1)

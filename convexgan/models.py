@@ -107,16 +107,20 @@ class _ConvexTwoLayer(BaseEstimator):
         if self.warm_start and hasattr(self, "coef_") and self.coef_.shape == tuple(W.shape):
             W = torch.as_tensor(self.coef_, dtype=W.dtype, device=W.device)
             b = torch.as_tensor(self.intercept_, dtype=W.dtype, device=W.device)
+        history = []
         if self.activation == "relu":
             solver = self.solver
             if solver == "auto":
                 solver = "projection" if W.numel() * X.shape[0] <= PROJECTION_SIZE else "augmented_lagrangian"
             if solver == "projection":
-                W, b, cert, n_iter = solvers.solve_cone_projected(program, W, b, self.tol, self.max_iter)
+                W, b, cert, n_iter = solvers.solve_cone_projected(program, W, b, self.tol, self.max_iter,
+                                                                  history=history)
             else:
-                W, b, cert, n_iter, _ = solvers.solve_cone(program, W, b, self.tol, self.max_iter)
+                W, b, cert, n_iter, _ = solvers.solve_cone(program, W, b, self.tol, self.max_iter,
+                                                           history=history)
         else:
-            W, b, cert, n_iter = solvers.solve_gated(program, W, b, self.tol, self.max_iter)
+            W, b, cert, n_iter = solvers.solve_gated(program, W, b, self.tol, self.max_iter, history=history)
+        self.history_ = np.array(history).reshape(-1, 4)
         self.gates_ = gates
         self.coef_ = W.cpu().numpy()
         self.intercept_ = b.cpu().numpy()
@@ -182,6 +186,24 @@ class _ConvexTwoLayer(BaseEstimator):
         pred = self._decision(X)
         return float(loss.value(pred, torch.as_tensor(Y)) + self.lam * self.network_.weight_penalty())
 
+    def certify(self, X, y, coef, intercept=None):
+        """The certificate of any weights ``coef`` (d, G, c) (from another solver, say) for this
+        model's program on (X, y) with its fitted patterns: ``Certificate(primal, dual, gap,
+        cone_violation)``. The intercept, if fitted, is re-optimized first."""
+        self._check_fitted()
+        X, Y, loss = self._targets(X, y, refit=False)
+        program = self._program(X, Y, loss, X @ self.gates_ >= 0)
+        W, b = program.zeros()
+        coef = torch.as_tensor(np.asarray(coef), dtype=W.dtype, device=W.device)
+        if coef.shape != W.shape:
+            raise ValueError(f"coef must have shape {tuple(W.shape)} for this model, got {tuple(coef.shape)}.")
+        if intercept is not None:
+            b = torch.as_tensor(np.asarray(intercept), dtype=W.dtype, device=W.device).reshape(b.shape)
+        XW = program.image(coef)
+        b = program.intercept(XW, b)
+        multipliers = torch.zeros_like(XW) if program.cone else None
+        return program.certificate(coef, b, XW, multipliers, refine=program.cone)
+
     def lam_max(self, X, y):
         """The smallest lam at which the all-zero network is optimal (exact for gated; for relu, a
         value at and above which zero is optimal)."""
@@ -209,7 +231,8 @@ class ConvexReLU(RegressorMixin, _ConvexTwoLayer):
 
     Learned: ``gates_`` (d, P), ``coef_`` (d, G, c) group weights (relu: G = 2P, u's then v's),
     ``intercept_`` (c,), ``objective_``, ``dual_objective_``, ``gap_``, ``cone_violation_``,
-    ``converged_``, ``n_iter_``, ``n_neurons_``, ``network_``.
+    ``converged_``, ``n_iter_``, ``n_neurons_``, ``network_``, ``history_`` (k, 4): iteration,
+    seconds, objective and gap at every certificate.
     """
 
     def _targets(self, X, y, refit):

@@ -24,6 +24,7 @@ extrapolates the cached products instead of recomputing them, so an iteration co
 """
 import logging
 import math
+import time
 from dataclasses import dataclass
 
 import torch
@@ -137,27 +138,27 @@ class ConvexProgram:
         return Certificate(primal, dual, (primal - dual) / max(abs(primal), 1e-300), violation)
 
 
-def fista(program, smooth, prox, W, b, step, max_iter, check, check_every=10):
-    """Accelerated proximal gradient on ``smooth(XW, b) + penalty(W)``; ``prox(W, step)``.
+def fista(program, gradient, divergence, prox, W, b, step, max_iter, check, check_every=10):
+    """Accelerated proximal gradient on ``f(XW, b) + penalty(W)`` with ``prox(W, step)``.
 
-    ``smooth(XW, b, grad)`` returns the value, and with ``grad=True`` also the gradients with
-    respect to XW (n, G, c) and b (c,). Every ``check_every`` iterations ``check(W, b, XW,
-    mapping_norm)`` returns ``(stop, b)``: on a stop, b is the intercept to return (the certificate
-    may have re-optimized it). Returns ``(W, b, XW, n_iter, step)``.
+    ``gradient(XW, b)`` returns the gradients of f with respect to XW (n, G, c) and b (c,);
+    ``divergence(XW_new, b_new, XW, b)`` the Bregman divergence of f, which the line search
+    compares with ``||step||^2 / (2 step)`` (computed directly, it keeps float32 runs accurate
+    where differences of objective values would cancel). Every ``check_every`` iterations
+    ``check(W, b, XW, mapping_norm, it)`` returns ``(stop, b)``: on a stop, b is the intercept to
+    return (the certificate may have re-optimized it). Returns ``(W, b, XW, n_iter, step)``.
     """
     XW = program.image(W)
     yW, yb, yXW, t = W, b, XW, 1.0
     for it in range(1, max_iter + 1):
-        f_y, gXW, gb = smooth(yXW, yb, grad=True)
+        gXW, gb = gradient(yXW, yb)
         gW = program.adjoint(gXW)
         while True:
             W_new = prox(yW - step * gW, step)
             b_new = yb - step * gb if program.fit_intercept else yb
             XW_new = program.image(W_new)
-            dW, db = W_new - yW, b_new - yb
-            squared_step = float((dW ** 2).sum() + (db ** 2).sum())
-            bound = f_y + (gW * dW).sum() + (gb * db).sum() + squared_step / (2 * step)
-            if smooth(XW_new, b_new) <= bound + 1e-14 * abs(f_y) or step < 1e-30:
+            squared_step = float((W_new - yW).square().sum() + (b_new - yb).square().sum())
+            if divergence(XW_new, b_new, yXW, yb) <= (1 + 1e-6) * squared_step / (2 * step) or step < 1e-30:
                 break
             step *= 0.5
         # gradient-based adaptive restart (O'Donoghue and Candes, 2015)
@@ -170,50 +171,53 @@ def fista(program, smooth, prox, W, b, step, max_iter, check, check_every=10):
         mapping_norm = math.sqrt(squared_step) / step
         step *= 1.05
         if it % check_every == 0 or it == max_iter:
-            stop, b_checked = check(W, b, XW, mapping_norm)
+            stop, b_checked = check(W, b, XW, mapping_norm, it)
             if stop:
-                return W, b_checked, XW, it, step
+                return W, b, XW, it, step
     return W, b, XW, max_iter, step
 
 
-def solve_gated(program, W, b, tol, max_iter, check_every=10):
-    """Gated ReLU (no cones). Returns ``(W, b, certificate, n_iter)``."""
-    return _solve_prox(program, program.penalty.prox, W, b, tol, max_iter, check_every)
+def solve_gated(program, W, b, tol, max_iter, check_every=10, history=None):
+    """Gated ReLU (no cones). Returns ``(W, b, certificate, n_iter)``.
+
+    ``history``: a list that receives ``(iteration, seconds, primal, gap)`` at every certificate."""
+    return _solve_prox(program, program.penalty.prox, W, b, tol, max_iter, check_every, history)
 
 
-def solve_cone_projected(program, W, b, tol, max_iter, check_every=10):
+def solve_cone_projected(program, W, b, tol, max_iter, check_every=10, history=None):
     """ReLU by FISTA with the exact prox of ``lam ||u|| + indicator(K_g)``: the norm's shrinkage
     of the projection onto the cone (an NNLS per group). Iterates stay feasible; meant for small
     problems (each step solves G * c NNLS problems of size d x n on the CPU)."""
     prox = lambda W, step: program.penalty.prox(program.project_cones(W), step)  # noqa: E731
-    return _solve_prox(program, prox, W, b, tol, max_iter, check_every)
+    return _solve_prox(program, prox, W, b, tol, max_iter, check_every, history)
 
 
-def _solve_prox(program, prox, W, b, tol, max_iter, check_every):
+def _solve_prox(program, prox, W, b, tol, max_iter, check_every, history):
     loss, Y = program.loss, program.Y
     curvature = program.lipschitz_data() * LIPSCHITZ[type(loss).__name__] / Y.shape[0]
 
-    def smooth(XW, b, grad=False):
-        pred = program.predict(XW, b)
-        value = loss.value(pred, Y)
-        if not grad:
-            return value
-        Theta = loss.grad(pred, Y)
-        return value, program.loss_image_grad(Theta), Theta.sum(0)
+    def gradient(XW, b):
+        Theta = loss.grad(program.predict(XW, b), Y)
+        return program.loss_image_grad(Theta), Theta.sum(0)
 
-    result = {}
+    def divergence(XW_new, b_new, XW, b):
+        return loss.bregman(program.predict(XW_new, b_new), program.predict(XW, b), Y)
+
+    result, start = {}, time.perf_counter()
     no_multipliers = torch.zeros_like(program.X[:, :1, None]) if program.cone else None
 
-    def check(W, b, XW, mapping_norm):
+    def check(W, b, XW, mapping_norm, it):
         b = program.intercept(XW, b)
-        result["certificate"] = program.certificate(W, b, XW, no_multipliers, refine=program.cone)
-        return result["certificate"].gap <= tol, b
+        result["certificate"] = cert = program.certificate(W, b, XW, no_multipliers, refine=program.cone)
+        _record(history, it, start, cert)
+        return cert.gap <= tol, b
 
-    W, b, XW, n_iter, _ = fista(program, smooth, prox, W, b, 1.0 / curvature, max_iter, check, check_every)
+    W, b, XW, n_iter, _ = fista(program, gradient, divergence, prox, W, b, 1.0 / curvature, max_iter,
+                                check, check_every)
     return W, b, result["certificate"], n_iter
 
 
-def solve_cone(program, W, b, tol, max_iter, check_every=10):
+def solve_cone(program, W, b, tol, max_iter, check_every=10, history=None):
     """ReLU: the cone-constrained program by an augmented Lagrangian.
 
     Subproblem k minimizes ``F + R + 1/(2 rho) (||(mu - rho S)_+||^2 - ||mu||^2)`` (S the cone
@@ -226,37 +230,44 @@ def solve_cone(program, W, b, tol, max_iter, check_every=10):
     data_curvature = program.lipschitz_data() * LIPSCHITZ[type(loss).__name__] / n
     cone_curvature = float(torch.linalg.matrix_norm(program.X, ord=2)) ** 2
     multipliers = torch.zeros(program.X.shape[0], *program.shape[1:], dtype=W.dtype, device=W.device)
+    start = time.perf_counter()
     # start where the penalty is as curved as the loss: neither term dominates the first steps
     rho, eps, n_iter, violation = data_curvature / cone_curvature, 1e-2, 0, math.inf
     result = {}
     while n_iter < max_iter:
-        def smooth(XW, b, grad=False):
-            pred = program.predict(XW, b)
-            slack = program.slack(XW)
-            shifted = (multipliers - rho * slack).clamp_min(0)
-            # ((mu - rho S)_+^2 - mu^2) / (2 rho), written without cancellation
-            value = loss.value(pred, Y) + torch.where(
-                shifted > 0, slack * (0.5 * rho * slack - multipliers), -multipliers ** 2 / (2 * rho)).sum()
-            if not grad:
-                return value
-            Theta = loss.grad(pred, Y)
-            gXW = program.loss_image_grad(Theta) - program.cone_signs[:, :, None] * shifted
-            return value, gXW, Theta.sum(0)
+        def penalty_terms(XW):
+            """((mu - rho S)_+^2 - mu^2) / (2 rho) per entry, without cancellation, and its derivative in S."""
+            slack = program.slack(XW).double()
+            mu = multipliers.double()
+            shifted = (mu - rho * slack).clamp_min(0)
+            return torch.where(shifted > 0, slack * (0.5 * rho * slack - mu), -mu ** 2 / (2 * rho)), -shifted
 
-        def check(W, b, XW, mapping_norm):
+        def gradient(XW, b):
+            Theta = loss.grad(program.predict(XW, b), Y)
+            shifted = (multipliers - rho * program.slack(XW)).clamp_min(0)
+            return program.loss_image_grad(Theta) - program.cone_signs[:, :, None] * shifted, Theta.sum(0)
+
+        def divergence(XW_new, b_new, XW, b):
+            (h_new, _), (h, dh) = penalty_terms(XW_new), penalty_terms(XW)
+            change = (program.slack(XW_new) - program.slack(XW)).double()
+            return (loss.bregman(program.predict(XW_new, b_new), program.predict(XW, b), Y)
+                    + float((h_new - h - dh * change).sum()))
+
+        def check(W, b, XW, mapping_norm, it):
             b = program.intercept(XW, b)
             updated = (multipliers - rho * program.slack(XW)).clamp_min(0)
             cert = program.certificate(W, b, XW, updated)
             if cert.cone_violation <= tol < cert.gap:  # feasible: try the best multipliers for Theta
                 cert = program.certificate(W, b, XW, updated, refine=True)
             result["certificate"] = cert
+            _record(history, n_iter + it, start, cert)
             done = cert.gap <= tol and cert.cone_violation <= tol
             result["done"] = done
             return done or mapping_norm <= eps * program.penalty.lam, b
 
         step = 1.0 / (data_curvature + rho * cone_curvature)
         inner_budget = min(max_iter - n_iter, MAX_INNER)
-        W, b, XW, inner, _ = fista(program, smooth, program.penalty.prox, W, b, step, inner_budget,
+        W, b, XW, inner, _ = fista(program, gradient, divergence, program.penalty.prox, W, b, step, inner_budget,
                                    check, check_every)
         n_iter += inner
         if result.get("done"):
@@ -269,6 +280,11 @@ def solve_cone(program, W, b, tol, max_iter, check_every=10):
             rho = min(rho * 5, 1e8 / n)
         violation, eps = cert.cone_violation, max(eps * 0.3, tol)
     return W, b, result["certificate"], n_iter, multipliers
+
+
+def _record(history, iteration, start, cert):
+    if history is not None:
+        history.append((iteration, time.perf_counter() - start, cert.primal, cert.gap))
 
 
 MAX_INNER = 2000  # FISTA iterations before a multiplier update at the latest

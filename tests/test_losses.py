@@ -31,6 +31,10 @@ def test_gradient_conjugate_and_intercept(loss):
     for scale in [0.3, 0.9]:
         other = scale * loss.grad(torch.as_tensor(rng.standard_normal((n, c))), Y)
         assert float(loss.value(Z, Y) + loss.conjugate(other, Y)) >= float((other * Z).sum()) - 1e-12
+    # the Bregman divergence, computed stably, against its definition
+    Z_new = Z + 1e-3 * torch.as_tensor(rng.standard_normal((n, c)))
+    direct = loss.value(Z_new, Y) - loss.value(Z, Y) - (Theta * (Z_new - Z)).sum()
+    assert loss.bregman(Z_new, Z, Y) == pytest.approx(float(direct), rel=1e-5) and loss.bregman(Z_new, Z, Y) > 0
     b = loss.optimal_intercept(Z, Y, torch.zeros(c, dtype=Z.dtype))
     assert loss.grad(Z + b, Y).sum(0).abs().max() < 1e-10
     for shift in [1e-3, -1e-3]:

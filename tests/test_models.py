@@ -86,7 +86,7 @@ def test_sklearn_api_and_scores():
     rng = np.random.default_rng(2)
     X = rng.standard_normal((80, 3))
     y = np.abs(X[:, 0]) - X[:, 1]  # a ReLU-representable target
-    model = ConvexReLU(lam=1e-3, n_patterns=20, activation="gated", tol=1e-7)
+    model = ConvexReLU(lam=1e-3, n_patterns=20, activation="gated", tol=1e-7, max_iter=50000)
     assert clone(model).get_params() == model.get_params()
     assert model.set_params(lam=2e-4).lam == 2e-4
     assert model.fit(X, y).score(X, y) > 0.99 and model.converged_
@@ -162,3 +162,16 @@ def test_augmented_lagrangian_matches_cvxpy_and_its_dual_bound_is_valid(loss, ve
         assert model.objective_ == pytest.approx(expected, rel=1e-5), seed
         assert model.dual_objective_ <= expected * (1 + 1e-7) + 1e-12, seed
         assert model.cone_violation_ <= 1e-5, seed
+
+
+def test_certify_any_weights():
+    rng = np.random.default_rng(5)
+    X, y = rng.standard_normal((30, 3)), rng.standard_normal(30)
+    model = ConvexReLU(lam=0.05, n_patterns=10, activation="gated", tol=1e-9).fit(X, y)
+    own = model.certify(X, y, model.coef_, model.intercept_)
+    assert own.primal == pytest.approx(model.objective_, rel=1e-12) and own.gap <= 1e-9
+    zero = model.certify(X, y, np.zeros_like(model.coef_))
+    assert zero.primal == pytest.approx(0.5 * np.var(y)) and zero.gap > 1e-3
+    assert zero.dual <= model.objective_ <= zero.primal
+    with pytest.raises(ValueError, match="coef must have shape"):
+        model.certify(X, y, np.zeros((3, 1, 1)))

@@ -1,0 +1,46 @@
+"""Image loading: real CIFAR-10 files, corrupt files skipped, clear errors."""
+import logging
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from convexgan.data import cifar10_binary, data_root, image_files, load_images
+
+
+def write_images(folder, count, size=(6, 5)):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for k in range(count):
+        Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(folder / f"{k:03d}.png")
+
+
+def test_corrupt_files_are_skipped_with_a_warning(tmp_path, caplog):
+    write_images(tmp_path, 3)
+    (tmp_path / "002b.jpg").write_bytes(b"not a jpeg at all")
+    with caplog.at_level(logging.WARNING):
+        images, kept = load_images(image_files(tmp_path))
+    assert images.shape == (3, 5, 6, 3) and images.dtype == np.uint8 and len(kept) == 3
+    assert "skipped 1 unreadable image" in caplog.text
+
+
+def test_missing_empty_and_mixed_folders_say_what_is_wrong(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        image_files(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no images"):
+        image_files(tmp_path / "empty")
+    write_images(tmp_path / "mixed", 2)
+    write_images(tmp_path / "mixed2", 1, size=(4, 4))
+    files = image_files(tmp_path / "mixed") + image_files(tmp_path / "mixed2")
+    with pytest.raises(ValueError, match="different sizes"):
+        load_images(files)
+
+
+@pytest.mark.skipif(not (data_root() / "cifar10").is_dir(), reason="CIFAR-10 folder not present")
+def test_cifar10_binary_reads_the_first_files_in_name_order():
+    X, y = cifar10_binary(data_root() / "cifar10", per_class=5)
+    assert X.shape == (10, 3072) and 0 <= X.min() and X.max() <= 1
+    assert list(y) == [-1.0] * 5 + [1.0] * 5
+    first, _ = load_images([data_root() / "cifar10" / "train" / "automobile" / "0000.jpg"])
+    np.testing.assert_array_equal(X[5], first.reshape(-1) / 255.0)
