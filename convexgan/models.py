@@ -102,10 +102,11 @@ class _ConvexTwoLayer(BaseEstimator):
     def _fit(self, X, Y, loss):
         self._check_params()
         masks, gates = self._patterns(X)
-        program = self._program(X, Y, loss, masks)
+        program, basis = solvers.reduce_to_row_space(self._program(X, Y, loss, masks))
         W, b = program.zeros()
-        if self.warm_start and hasattr(self, "coef_") and self.coef_.shape == tuple(W.shape):
+        if self.warm_start and hasattr(self, "coef_") and self.coef_.shape[1:] == tuple(W.shape[1:]):
             W = torch.as_tensor(self.coef_, dtype=W.dtype, device=W.device)
+            W = W if basis is None else torch.einsum("dr,dgc->rgc", basis, W)
             b = torch.as_tensor(self.intercept_, dtype=W.dtype, device=W.device)
         history = []
         if self.activation == "relu":
@@ -120,6 +121,8 @@ class _ConvexTwoLayer(BaseEstimator):
                                                            history=history)
         else:
             W, b, cert, n_iter = solvers.solve_gated(program, W, b, self.tol, self.max_iter, history=history)
+        if basis is not None:
+            W = torch.einsum("dr,rgc->dgc", basis, W)
         self.history_ = np.array(history).reshape(-1, 4)
         self.gates_ = gates
         self.coef_ = W.cpu().numpy()

@@ -22,6 +22,7 @@ Every product with X is one GEMM over all groups at once: ``X @ W.reshape(d, G *
 ``X.T @ R.reshape(n, G * c)``; predictions are masked sums over groups, and each FISTA step
 extrapolates the cached products instead of recomputing them, so an iteration costs two GEMMs.
 """
+import copy
 import logging
 import math
 import time
@@ -136,6 +137,25 @@ class ConvexProgram:
         alpha = min(1.0, self.penalty.lam / worst) if worst > 0 else 1.0
         dual = -float(self.loss.conjugate(alpha * Theta, self.Y))
         return Certificate(primal, dual, (primal - dual) / max(abs(primal), 1e-300), violation)
+
+
+def reduce_to_row_space(program):
+    """When n < d, the same program over the r-dimensional row space of X.
+
+    With ``X = (U S) V^T`` (thin SVD, rank r), every solution has ``W_g`` in the range of ``X^T``
+    (a component outside it raises the penalty and changes nothing else), so ``W_g = V beta_g`` with
+    equal norms (l2 and nuclear), cones and predictions: the reduced program with data ``U S``
+    (n x r) is exact and each GEMM is d/r times cheaper. Returns ``(program, V)``, V (d, r), or
+    ``(program, None)`` when n >= d.
+    """
+    n, d = program.X.shape
+    if n >= d:
+        return program, None
+    U, s, Vh = torch.linalg.svd(program.X, full_matrices=False)
+    r = max(int((s > s[0] * 1e-12).sum()), 1)
+    reduced = copy.copy(program)
+    reduced.X, reduced.shape = U[:, :r] * s[:r], (r, *program.shape[1:])
+    return reduced, Vh[:r].T
 
 
 def fista(program, gradient, divergence, prox, W, b, step, max_iter, check, check_every=10):

@@ -175,3 +175,16 @@ def test_certify_any_weights():
     assert zero.dual <= model.objective_ <= zero.primal
     with pytest.raises(ValueError, match="coef must have shape"):
         model.certify(X, y, np.zeros((3, 1, 1)))
+
+
+@pytest.mark.parametrize("activation", ["gated", "relu"])
+def test_wide_data_uses_the_row_space_exactly(activation):
+    """n < d: the solvers work in the row space of X; optimum and network must not change."""
+    rng = np.random.default_rng(6)
+    X, y = rng.standard_normal((7, 12)), rng.standard_normal((7, 2))
+    model = ConvexReLU(lam=0.05, n_patterns=5, activation=activation, tol=1e-9, max_iter=100000).fit(X, y)
+    assert model.converged_ and model.coef_.shape[0] == 12
+    expected = reference_optimum(X, y, X @ model.gates_ >= 0, 0.05, "squared", activation, True, True)
+    assert model.objective_ == pytest.approx(expected, rel=1e-6)
+    assert model.network_objective(X, y) == pytest.approx(model.objective_, rel=1e-6)
+    assert model.certify(X, y, model.coef_, model.intercept_).gap <= 1e-8
