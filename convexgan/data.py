@@ -54,15 +54,18 @@ def load_images(files, mode="RGB"):
     return (array[..., None] if array.ndim == 3 else array), kept
 
 
-def cifar10_binary(root, classes=("airplane", "automobile"), per_class=500, split="train"):
-    """The first ``per_class`` images (file-name order) of two classes of a CIFAR-10 ImageFolder.
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
-    Returns X (n, 3072) float64 in [0, 1] (channel-last pixels flattened) and y (n,) in {-1, +1}
-    (-1 for the first class).
+
+def cifar10_binary(root, classes=("airplane", "automobile"), per_class=500, split="train"):
+    """The first ``per_class`` images (file-name order) of each class of a CIFAR-10 ImageFolder,
+    labelled -1 for the first half of ``classes`` and +1 for the rest.
+
+    Returns X (n, 3072) float64 in [0, 1] (channel-last pixels flattened) and y (n,) in {-1, +1}.
     """
     blocks, labels = [], []
-    for label, name in zip((-1.0, 1.0), classes):
+    for k, name in enumerate(classes):
         images, _ = load_images(image_files(Path(root) / split / name)[:per_class])
         blocks.append(images.reshape(len(images), -1) / 255.0)
-        labels.append(np.full(len(images), label))
+        labels.append(np.full(len(images), -1.0 if k < len(classes) // 2 else 1.0))
     return np.concatenate(blocks), np.concatenate(labels)
