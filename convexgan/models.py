@@ -42,7 +42,7 @@ PROJECTION_SIZE = 200_000  # n * d * G * c up to which solver="auto" projects on
 class _ConvexTwoLayer(BaseEstimator):
     def __init__(self, lam=1e-3, n_patterns=100, gates=None, activation="relu", tol=1e-6,
                  max_iter=10000, device="cpu", seed=0, fit_intercept=True, dtype="float64",
-                 warm_start=False, solver="auto"):
+                 warm_start=False, solver="auto", precondition=True):
         self.lam = lam
         self.n_patterns = n_patterns
         self.gates = gates
@@ -55,6 +55,7 @@ class _ConvexTwoLayer(BaseEstimator):
         self.dtype = dtype
         self.warm_start = warm_start
         self.solver = solver
+        self.precondition = precondition
 
     # -- fitting -------------------------------------------------------------------------------
     def _check_params(self):
@@ -102,7 +103,8 @@ class _ConvexTwoLayer(BaseEstimator):
     def _fit(self, X, Y, loss):
         self._check_params()
         masks, gates = self._patterns(X)
-        program, basis = solvers.reduce_to_row_space(self._program(X, Y, loss, masks))
+        precondition = bool(self.precondition) and self.activation == "gated" and Y.shape[1] == 1
+        program, basis, metric = solvers.singular_basis(self._program(X, Y, loss, masks), always=precondition)
         W, b = program.zeros()
         if self.warm_start and hasattr(self, "coef_") and self.coef_.shape[1:] == tuple(W.shape[1:]):
             W = torch.as_tensor(self.coef_, dtype=W.dtype, device=W.device)
@@ -120,7 +122,8 @@ class _ConvexTwoLayer(BaseEstimator):
                 W, b, cert, n_iter, _ = solvers.solve_cone(program, W, b, self.tol, self.max_iter,
                                                            history=history)
         else:
-            W, b, cert, n_iter = solvers.solve_gated(program, W, b, self.tol, self.max_iter, history=history)
+            W, b, cert, n_iter = solvers.solve_gated(program, W, b, self.tol, self.max_iter, history=history,
+                                                     metric=metric if precondition else None)
         if basis is not None:
             W = torch.einsum("dr,rgc->dgc", basis, W)
         self.history_ = np.array(history).reshape(-1, 4)
@@ -230,7 +233,9 @@ class ConvexReLU(RegressorMixin, _ConvexTwoLayer):
     ``warm_start`` reuses the last solution and patterns; ``solver`` for relu:
     "augmented_lagrangian" (scales to large problems, GPU), "projection" (FISTA with exact cone
     projections by NNLS: feasible iterates, fast on small problems), or "auto" (projection when
-    ``n * d * G * c <= 200,000``).
+    ``n * d * G * c <= 200,000``); ``precondition`` (gated, one output): FISTA in the singular
+    basis of X with the diagonal metric ``S^2 / 2n``, several times fewer iterations on
+    ill-conditioned data for a somewhat dearer prox.
 
     Learned: ``gates_`` (d, P), ``coef_`` (d, G, c) group weights (relu: G = 2P, u's then v's),
     ``intercept_`` (c,), ``objective_``, ``dual_objective_``, ``gap_``, ``cone_violation_``,

@@ -139,26 +139,30 @@ class ConvexProgram:
         return Certificate(primal, dual, (primal - dual) / max(abs(primal), 1e-300), violation)
 
 
-def reduce_to_row_space(program):
-    """When n < d, the same program over the r-dimensional row space of X.
+def singular_basis(program, always=False):
+    """The same program in the singular basis of X, over its r-dimensional row space.
 
     With ``X = (U S) V^T`` (thin SVD, rank r), every solution has ``W_g`` in the range of ``X^T``
-    (a component outside it raises the penalty and changes nothing else), so ``W_g = V beta_g`` with
-    equal norms (l2 and nuclear), cones and predictions: the reduced program with data ``U S``
-    (n x r) is exact and each GEMM is d/r times cheaper. Returns ``(program, V)``, V (d, r), or
-    ``(program, None)`` when n >= d.
+    (a component outside it raises the penalty and changes nothing else), so ``W_g = V beta_g``
+    with equal norms (l2 and nuclear), cones and predictions: the program with data ``U S`` (n x r)
+    is exact. When n < d each GEMM is d/r times cheaper; and in this basis the data curvature is
+    nearly diagonal, ``S U^T D_g U S / n`` with ``u^T D_g u`` about 1/2, so ``metric = S^2 / (2n)``
+    is a good diagonal preconditioner. Returns ``(program, V, metric)``, V (d, r); or
+    ``(program, None, None)`` when n >= d and not ``always``.
     """
     n, d = program.X.shape
-    if n >= d:
-        return program, None
+    if n >= d and not always:
+        return program, None, None
     U, s, Vh = torch.linalg.svd(program.X, full_matrices=False)
     r = max(int((s > s[0] * 1e-12).sum()), 1)
     reduced = copy.copy(program)
     reduced.X, reduced.shape = U[:, :r] * s[:r], (r, *program.shape[1:])
-    return reduced, Vh[:r].T
+    # floor: directions the data barely see still get a bounded step
+    metric = (s[:r] ** 2).clamp_min(1e-4 * s[0] ** 2) * LIPSCHITZ[type(program.loss).__name__] / (2 * n)
+    return reduced, Vh[:r].T, metric
 
 
-def fista(program, gradient, divergence, prox, W, b, step, max_iter, check, check_every=10):
+def fista(program, gradient, divergence, prox, W, b, step, max_iter, check, check_every=10, metric=None):
     """Accelerated proximal gradient on ``f(XW, b) + penalty(W)`` with ``prox(W, step)``.
 
     ``gradient(XW, b)`` returns the gradients of f with respect to XW (n, G, c) and b (c,);
@@ -167,22 +171,26 @@ def fista(program, gradient, divergence, prox, W, b, step, max_iter, check, chec
     where differences of objective values would cancel). Every ``check_every`` iterations
     ``check(W, b, XW, mapping_norm, it)`` returns ``(stop, b)``: on a stop, b is the intercept to
     return (the certificate may have re-optimized it). Returns ``(W, b, XW, n_iter, step)``.
+
+    ``metric`` (d,): FISTA in the norm ``||W||_M^2 = sum_k metric_k ||W[k]||^2`` (a diagonal
+    preconditioner); ``prox(Z, step)`` must then be the prox in that norm.
     """
+    m = torch.ones(()) if metric is None else metric.reshape(-1, 1, 1)
     XW = program.image(W)
     yW, yb, yXW, t = W, b, XW, 1.0
     for it in range(1, max_iter + 1):
         gXW, gb = gradient(yXW, yb)
         gW = program.adjoint(gXW)
         while True:
-            W_new = prox(yW - step * gW, step)
+            W_new = prox(yW - step * gW / m, step)
             b_new = yb - step * gb if program.fit_intercept else yb
             XW_new = program.image(W_new)
-            squared_step = float((W_new - yW).square().sum() + (b_new - yb).square().sum())
+            squared_step = float((m * (W_new - yW).square()).sum() + (b_new - yb).square().sum())
             if divergence(XW_new, b_new, yXW, yb) <= (1 + 1e-6) * squared_step / (2 * step) or step < 1e-30:
                 break
             step *= 0.5
         # gradient-based adaptive restart (O'Donoghue and Candes, 2015)
-        if float(((yW - W_new) * (W_new - W)).sum() + ((yb - b_new) * (b_new - b)).sum()) > 0:
+        if float((m * (yW - W_new) * (W_new - W)).sum() + ((yb - b_new) * (b_new - b)).sum()) > 0:
             t = 1.0
         t_next = (1 + math.sqrt(1 + 4 * t * t)) / 2
         beta = (t - 1) / t_next
@@ -197,11 +205,15 @@ def fista(program, gradient, divergence, prox, W, b, step, max_iter, check, chec
     return W, b, XW, max_iter, step
 
 
-def solve_gated(program, W, b, tol, max_iter, check_every=10, history=None):
+def solve_gated(program, W, b, tol, max_iter, check_every=10, history=None, metric=None):
     """Gated ReLU (no cones). Returns ``(W, b, certificate, n_iter)``.
 
-    ``history``: a list that receives ``(iteration, seconds, primal, gap)`` at every certificate."""
-    return _solve_prox(program, program.penalty.prox, W, b, tol, max_iter, check_every, history)
+    ``history``: a list that receives ``(iteration, seconds, primal, gap)`` at every certificate.
+    ``metric`` (d,): a diagonal preconditioner (GroupL2 only), see ``singular_basis``."""
+    if metric is None:
+        return _solve_prox(program, program.penalty.prox, W, b, tol, max_iter, check_every, history)
+    prox = lambda Z, step: program.penalty.prox_metric(Z, step, metric)  # noqa: E731
+    return _solve_prox(program, prox, W, b, tol, max_iter, check_every, history, metric)
 
 
 def solve_cone_projected(program, W, b, tol, max_iter, check_every=10, history=None):
@@ -212,7 +224,7 @@ def solve_cone_projected(program, W, b, tol, max_iter, check_every=10, history=N
     return _solve_prox(program, prox, W, b, tol, max_iter, check_every, history)
 
 
-def _solve_prox(program, prox, W, b, tol, max_iter, check_every, history):
+def _solve_prox(program, prox, W, b, tol, max_iter, check_every, history, metric=None):
     loss, Y = program.loss, program.Y
     curvature = program.lipschitz_data() * LIPSCHITZ[type(loss).__name__] / Y.shape[0]
 
@@ -232,8 +244,9 @@ def _solve_prox(program, prox, W, b, tol, max_iter, check_every, history):
         _record(history, it, start, cert)
         return cert.gap <= tol, b
 
-    W, b, XW, n_iter, _ = fista(program, gradient, divergence, prox, W, b, 1.0 / curvature, max_iter,
-                                check, check_every)
+    step = 1.0 / curvature if metric is None else 1.0 / float(metric.max())  # M ~ the data curvature
+    W, b, XW, n_iter, _ = fista(program, gradient, divergence, prox, W, b, step, max_iter,
+                                check, check_every, metric)
     return W, b, result["certificate"], n_iter
 
 

@@ -102,6 +102,7 @@ def main():
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--max-iter", type=int, default=100000, help="our iterations at most")
     parser.add_argument("--tf32", action="store_true", help="TF32 matrix products on the GPU")
+    parser.add_argument("--no-precondition", action="store_true", help="plain FISTA, no diagonal metric")
     parser.add_argument("--pyscnn-iters", type=int, default=1000)
     parser.add_argument("--no-pyscnn", action="store_true")
     parser.add_argument("--adam", action="store_true")
@@ -120,7 +121,8 @@ def main():
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     ours = ConvexReLU(lam=args.lam, gates=gates, activation="gated", fit_intercept=False, tol=args.tol,
-                      max_iter=args.max_iter, device=args.device, dtype=args.dtype).fit(X, y)
+                      max_iter=args.max_iter, device=args.device, dtype=args.dtype,
+                      precondition=not args.no_precondition).fit(X, y)
     our_seconds = time.perf_counter() - start
     iters, seconds, objectives, gaps = ours.history_.T
     if args.device.startswith("cuda"):
