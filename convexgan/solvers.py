@@ -50,7 +50,7 @@ class ConvexProgram:
         self.X, self.Y, self.loss, self.penalty = X, Y, loss, penalty
         self.fit_intercept, self.cone = fit_intercept, cone
         self.mask_weights = masks.to(X.dtype) * signs  # s_g D_g as an (n, G) matrix
-        self.cone_signs = 2 * masks.to(X.dtype) - 1  # the diagonal of 2 D_g - I
+        self.cone_signs = 2 * masks.to(X.dtype) - 1 if cone else None  # the diagonal of 2 D_g - I
         self.shape = (X.shape[1], masks.shape[1], Y.shape[1])
 
     def image(self, W):

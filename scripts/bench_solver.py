@@ -85,7 +85,7 @@ def run_adam(X, y, ours, lam, cap_seconds, device, dtype):
             loss = 0.5 * ((model(Xt) - yt) ** 2).mean() + lam * model.weight_penalty()
             loss.backward()
             optimizer.step()
-            objective, steps = float(loss), steps + 1
+            objective, steps = float(loss.detach()), steps + 1
         trace.append((lr, objective, steps, time.perf_counter() - start))
         if objective < best.get("objective", float("inf")):
             best = dict(lr=lr, objective=objective, steps=steps, seconds=time.perf_counter() - start)
