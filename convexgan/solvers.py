@@ -13,7 +13,8 @@ whose subproblems are solved by the same FISTA.
 Certificate: with ``Theta = grad F(prediction)`` and cone multipliers ``mu >= 0``, the point
 ``alpha * (Theta, mu)`` with ``alpha = min(1, lam / max_g ||X^T (s_g D_g Theta - (2D_g - I) mu_g)||_*)``
 is dual feasible, so ``-F*(alpha Theta)`` is a lower bound on the optimum. ``gap`` is
-``(primal - dual) / |primal|``: the relative suboptimality is at most ``gap``. For ReLU the
+``(primal - dual) / |primal|``: the relative suboptimality is at most ``gap``. A float32 solve
+stops only once the certificate, recomputed in float64, is below ``tol``. For ReLU the
 primal point is feasible only up to ``cone_violation = ||(-(2D - I) X W)_+||_F / ||X W||_F``;
 both must fall below ``tol``. An intercept is re-optimized exactly before each certificate,
 so that the dual constraint ``1^T Theta = 0`` holds.
@@ -119,6 +120,24 @@ class ConvexProgram:
             mu, _ = nnls(-G_t, z, maxiter=50 * X.shape[0])
             W[:, g, k] = torch.as_tensor(z + G_t @ mu, dtype=W.dtype, device=W.device)
         return W
+
+    def float64(self):
+        """This program in float64 (cached): certificates of float32 solves are confirmed in it."""
+        if self.X.dtype == torch.float64:
+            return self
+        if not hasattr(self, "_float64"):
+            self._float64 = copy.copy(self)
+            for name in ("X", "Y", "mask_weights", "cone_signs"):
+                value = getattr(self, name)
+                setattr(self._float64, name, None if value is None else value.double())
+        return self._float64
+
+    def confirmed_certificate(self, W, b, multipliers=None, refine=False):
+        """The certificate recomputed in float64 from the weights (the products X W included)."""
+        exact = self.float64()
+        W = W.double()
+        multipliers = None if multipliers is None else multipliers.double()
+        return exact.certificate(W, b.double(), exact.image(W), multipliers, refine)
 
     def certificate(self, W, b, XW, multipliers=None, refine=False):
         pred = self.predict(XW, b)
@@ -240,7 +259,10 @@ def _solve_prox(program, prox, W, b, tol, max_iter, check_every, history, metric
 
     def check(W, b, XW, mapping_norm, it):
         b = program.intercept(XW, b)
-        result["certificate"] = cert = program.certificate(W, b, XW, no_multipliers, refine=program.cone)
+        cert = program.certificate(W, b, XW, no_multipliers, refine=program.cone)
+        if cert.gap <= tol and W.dtype != torch.float64:  # stop only on a float64 certificate
+            cert = program.confirmed_certificate(W, b, no_multipliers, refine=program.cone)
+        result["certificate"] = cert
         _record(history, it, start, cert)
         return cert.gap <= tol, b
 
@@ -292,6 +314,8 @@ def solve_cone(program, W, b, tol, max_iter, check_every=10, history=None):
             cert = program.certificate(W, b, XW, updated)
             if cert.cone_violation <= tol < cert.gap:  # feasible: try the best multipliers for Theta
                 cert = program.certificate(W, b, XW, updated, refine=True)
+            if cert.gap <= tol and cert.cone_violation <= tol and W.dtype != torch.float64:
+                cert = program.confirmed_certificate(W, b, updated, refine=True)
             result["certificate"] = cert
             _record(history, n_iter + it, start, cert)
             done = cert.gap <= tol and cert.cone_violation <= tol

@@ -188,3 +188,15 @@ def test_wide_data_uses_the_row_space_exactly(activation):
     assert model.objective_ == pytest.approx(expected, rel=1e-6)
     assert model.network_objective(X, y) == pytest.approx(model.objective_, rel=1e-6)
     assert model.certify(X, y, model.coef_, model.intercept_).gap <= 1e-8
+
+
+@pytest.mark.parametrize("activation", ["gated", "relu"])
+def test_float32_solves_stop_on_a_float64_certificate(activation):
+    rng = np.random.default_rng(7)
+    X, y = rng.standard_normal((40, 5)), rng.standard_normal(40)
+    model = ConvexReLU(lam=0.02, n_patterns=8, activation=activation, tol=1e-5, max_iter=50000,
+                       dtype="float32").fit(X, y)
+    exact = ConvexReLU(lam=0.02, n_patterns=8, activation=activation, tol=1e-10, max_iter=100000).fit(X, y)
+    assert model.converged_ and model.gap_ <= 1e-5
+    assert model.objective_ == pytest.approx(exact.objective_, rel=2e-5)
+    assert model.set_params(dtype="float64").certify(X, y, model.coef_, model.intercept_).gap <= 2e-5
