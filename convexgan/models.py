@@ -108,7 +108,7 @@ class _ConvexTwoLayer(BaseEstimator):
         W, b = program.zeros()
         if self.warm_start and hasattr(self, "coef_") and self.coef_.shape[1:] == tuple(W.shape[1:]):
             W = torch.as_tensor(self.coef_, dtype=W.dtype, device=W.device)
-            W = W if basis is None else torch.einsum("dr,dgc->rgc", basis, W)
+            W = W if basis is None else torch.einsum("dr,dgc->rgc", basis, W.double()).to(W.dtype)
             b = torch.as_tensor(self.intercept_, dtype=W.dtype, device=W.device)
         history = []
         if self.activation == "relu":
@@ -124,12 +124,12 @@ class _ConvexTwoLayer(BaseEstimator):
         else:
             W, b, cert, n_iter = solvers.solve_gated(program, W, b, self.tol, self.max_iter, history=history,
                                                      metric=metric if precondition else None)
-        if basis is not None:
-            W = torch.einsum("dr,rgc->dgc", basis, W)
+        if basis is not None:  # back to the input space, in float64
+            W = torch.einsum("dr,rgc->dgc", basis, W.double())
         self.history_ = np.array(history).reshape(-1, 4)
         self.gates_ = gates
-        self.coef_ = W.cpu().numpy()
-        self.intercept_ = b.cpu().numpy()
+        self.coef_ = W.double().cpu().numpy()
+        self.intercept_ = b.double().cpu().numpy()
         self.objective_, self.dual_objective_ = cert.primal, cert.dual
         self.gap_, self.cone_violation_ = cert.gap, cert.cone_violation
         self.n_iter_ = n_iter

@@ -166,19 +166,23 @@ def singular_basis(program, always=False):
     with equal norms (l2 and nuclear), cones and predictions: the program with data ``U S`` (n x r)
     is exact. When n < d each GEMM is d/r times cheaper; and in this basis the data curvature is
     nearly diagonal, ``S U^T D_g U S / n`` with ``u^T D_g u`` about 1/2, so ``metric = S^2 / (2n)``
-    is a good diagonal preconditioner. Returns ``(program, V, metric)``, V (d, r); or
+    is a good diagonal preconditioner. Returns ``(program, V, metric)``, V (d, r) in float64; or
     ``(program, None, None)`` when n >= d and not ``always``.
     """
     n, d = program.X.shape
     if n >= d and not always:
         return program, None, None
-    U, s, Vh = torch.linalg.svd(program.X, full_matrices=False)
+    U, s, Vh = torch.linalg.svd(program.X.double(), full_matrices=False)  # float64: V maps back exactly
     r = max(int((s > s[0] * 1e-12).sum()), 1)
     reduced = copy.copy(program)
-    reduced.X, reduced.shape = U[:, :r] * s[:r], (r, *program.shape[1:])
+    reduced.X, reduced.shape = (U[:, :r] * s[:r]).to(program.X.dtype), (r, *program.shape[1:])
+    exact = program.float64()
+    if exact is not program:  # certificates in float64 use the exact rotated data, not its rounding
+        reduced._float64 = copy.copy(exact)
+        reduced._float64.X, reduced._float64.shape = U[:, :r] * s[:r], reduced.shape
     # floor: directions the data barely see still get a bounded step
     metric = (s[:r] ** 2).clamp_min(1e-4 * s[0] ** 2) * LIPSCHITZ[type(program.loss).__name__] / (2 * n)
-    return reduced, Vh[:r].T, metric
+    return reduced, Vh[:r].T, metric.to(program.X.dtype)
 
 
 def fista(program, gradient, divergence, prox, W, b, step, max_iter, check, check_every=10, metric=None):
