@@ -1,0 +1,112 @@
+"""Closed-form generator of the convex Wasserstein GAN: singular value thresholding (SVT).
+
+With a linear generator and a two-layer quadratic-activation discriminator whose norm is
+penalized by ``lam``, the generator problem is
+
+    min ||G||_F^2   s.t.   ||X^T X - G^T G||_2 <= lam
+
+and its solution, with ``X = U S V^T``, is ``G* = U (S^2 - lam I)_+^{1/2} V^T``. Only ``G*^T G*``
+matters to the constraint, so any orthonormal left factor serves: the solution is carried as its
+right factor ``B = (S^2 - lam)_+^{1/2} V^T`` (k x d), and ``G = Q B`` for any Q with orthonormal
+columns. Arrays are NumPy on the CPU and CuPy on a GPU: the input's type decides.
+"""
+import numpy as np
+
+from .validation import check_positive, check_positive_int
+
+
+def array_module(A):
+    """``cupy`` for a CuPy array, else ``numpy``."""
+    module = type(A).__module__.split(".")[0]
+    if module == "cupy":
+        import cupy
+        return cupy
+    return np
+
+
+def _check_finite_matrix(A, name, xp):
+    if A.ndim != 2 or A.shape[0] == 0 or A.shape[1] == 0:
+        raise ValueError(f"{name} must be a non-empty 2-D array, got shape {A.shape}.")
+    if not bool(xp.isfinite(A).all()):
+        raise ValueError(f"{name} contains NaN or inf: clean the data first.")
+
+
+def threshold_spectrum(eigenvalues, lam=None, rank=None):
+    """Kept values ``(S^2 - lam)_+`` from eigenvalues S^2 in decreasing order, and the lam used.
+
+    Exactly one of ``lam`` (> 0) or ``rank`` (>= 1): ``rank`` keeps the top ``rank`` directions,
+    with lam the next eigenvalue (0 when there is none).
+    """
+    if (lam is None) == (rank is None):
+        raise ValueError("give exactly one of lam or rank.")
+    if rank is not None:
+        rank = check_positive_int(rank, "rank")
+        lam = float(eigenvalues[rank]) if rank < len(eigenvalues) else 0.0
+    else:
+        lam = check_positive(lam, "lam")
+    return (eigenvalues - lam).clip(0, None), lam
+
+
+def svt(X, lam=None, rank=None):
+    """``G* = U (S^2 - lam I)_+^{1/2} V^T`` for X (n, d), NumPy or CuPy; same shape and type as X.
+
+    ``rank`` instead of ``lam`` keeps the top ``rank`` singular directions. Returns ``(G, lam)``.
+    """
+    xp = array_module(X)
+    X = xp.asarray(X, dtype=X.dtype if X.dtype in (xp.float32, xp.float64) else xp.float64)
+    _check_finite_matrix(X, "X", xp)
+    U, s, Vt = xp.linalg.svd(X, full_matrices=False)
+    kept, lam = threshold_spectrum(s ** 2, lam, rank)
+    return (U * xp.sqrt(kept)) @ Vt, lam
+
+
+class GramAccumulator:
+    """Streams ``X^T X``, the column sums and the count over batches (b, d), so that n x d never
+    needs to fit in memory. ``centered=True`` makes ``gram()`` the Gram matrix of the centered data.
+    Accumulates in float64 (NumPy) or in the batches' precision on a GPU (CuPy)."""
+
+    def __init__(self, centered=True):
+        self.centered = centered
+        self.sum_outer, self.sum, self.count = None, None, 0
+
+    def update(self, batch):
+        xp = array_module(batch)
+        batch = xp.asarray(batch)
+        _check_finite_matrix(batch, "batch", xp)
+        if xp is np:
+            batch = batch.astype(np.float64, copy=False)
+        if self.sum_outer is None:
+            self.sum_outer = xp.zeros((batch.shape[1],) * 2, dtype=batch.dtype)
+            self.sum = xp.zeros(batch.shape[1], dtype=batch.dtype)
+        elif batch.shape[1] != self.sum.shape[0]:
+            raise ValueError(f"batch has {batch.shape[1]} features, earlier batches had {self.sum.shape[0]}.")
+        self.sum_outer += batch.T @ batch
+        self.sum += batch.sum(0)
+        self.count += batch.shape[0]
+        return self
+
+    @property
+    def mean(self):
+        if self.count == 0:
+            raise ValueError("no batch was accumulated: the data stream was empty.")
+        return self.sum / self.count
+
+    def gram(self):
+        """(d, d): ``X^T X``, of the centered data when ``centered``."""
+        mean = self.mean
+        if not self.centered:
+            return self.sum_outer
+        return self.sum_outer - self.count * (mean[:, None] * mean[None, :])
+
+
+def svt_factor(gram, lam=None, rank=None):
+    """The right factor ``B = (S^2 - lam)_+^{1/2} V^T`` (k, d) of ``G*`` from a Gram matrix
+    ``X^T X`` (d, d), by one symmetric eigendecomposition; k counts the kept directions.
+    ``G* = Q B`` for any Q (n, k) with orthonormal columns. Returns ``(B, lam)``."""
+    xp = array_module(gram)
+    _check_finite_matrix(gram, "gram", xp)
+    eigenvalues, vectors = xp.linalg.eigh((gram + gram.T) / 2)
+    eigenvalues, vectors = eigenvalues[::-1].clip(0, None), vectors[:, ::-1]
+    kept, lam = threshold_spectrum(eigenvalues, lam, rank)
+    k = int((kept > 0).sum())
+    return xp.sqrt(kept[:k])[:, None] * vectors[:, :k].T, lam

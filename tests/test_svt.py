@@ -1,0 +1,73 @@
+"""SVT: the closed form against its defining constraint, streaming against in-memory."""
+import numpy as np
+import pytest
+
+from convexgan.svt import GramAccumulator, svt, svt_factor
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((60, 12)) @ np.diag(np.linspace(3, 0.1, 12))
+
+
+def test_constraint_holds_with_equality_and_singular_values_are_thresholded(data):
+    s = np.linalg.svd(data, compute_uv=False)
+    for lam in [0.5 * s[0] ** 2, s[4] ** 2 * 1.01, 1e-3]:
+        G, used = svt(data, lam=lam)
+        assert used == lam and G.shape == data.shape
+        gap = np.linalg.norm(data.T @ data - G.T @ G, 2)
+        assert gap == pytest.approx(lam, rel=1e-9)
+        expected = np.sqrt(np.clip(s ** 2 - lam, 0, None))
+        np.testing.assert_allclose(np.linalg.svd(G, compute_uv=False), expected, atol=1e-9 * s[0])
+    G, used = svt(data, lam=2 * s[0] ** 2)  # above the top eigenvalue: zero is feasible and optimal
+    assert np.abs(G).max() == 0
+
+
+def test_minimum_norm_matches_the_semidefinite_program():
+    """Independent reference: with M = G^T G the problem is the SDP
+    min trace(M) s.t. -lam I <= X^T X - M <= lam I, M >= 0, solved by CVXPY."""
+    cp = pytest.importorskip("cvxpy")
+    X = np.random.default_rng(2).standard_normal((15, 6)) @ np.diag([3, 2, 1.5, 1, 0.5, 0.2])
+    lam = np.linalg.svd(X, compute_uv=False)[2] ** 2
+    M = cp.Variable((6, 6), PSD=True)
+    gram = X.T @ X
+    constraints = [gram - M << lam * np.eye(6), M - gram << lam * np.eye(6)]
+    problem = cp.Problem(cp.Minimize(cp.trace(M)), constraints)
+    problem.solve(solver="CLARABEL")
+    G, _ = svt(X, lam=lam)
+    assert np.linalg.norm(G) ** 2 == pytest.approx(problem.value, rel=1e-6)
+
+
+def test_rank_keeps_the_top_directions(data):
+    G, lam = svt(data, rank=3)
+    assert np.linalg.matrix_rank(G, tol=1e-9 * np.abs(G).max()) == 3
+    assert lam == pytest.approx(np.linalg.svd(data, compute_uv=False)[3] ** 2)
+
+
+def test_streaming_factor_matches_in_memory_svt(data):
+    accumulator = GramAccumulator(centered=True)
+    for start in range(0, len(data), 7):
+        accumulator.update(data[start:start + 7])
+    centered = data - data.mean(0)
+    np.testing.assert_allclose(accumulator.mean, data.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(accumulator.gram(), centered.T @ centered, rtol=1e-10, atol=1e-10)
+    for kwargs in [dict(rank=5), dict(lam=10.0)]:
+        B, lam = svt_factor(accumulator.gram(), **kwargs)
+        G, lam_direct = svt(centered, **kwargs)
+        assert lam == pytest.approx(lam_direct, rel=1e-9)
+        np.testing.assert_allclose(B.T @ B, G.T @ G, rtol=1e-6, atol=1e-6 * np.abs(G.T @ G).max())
+
+
+def test_bad_input_is_named():
+    with pytest.raises(ValueError, match="exactly one"):
+        svt(np.ones((3, 2)))
+    with pytest.raises(ValueError, match="lam must be"):
+        svt(np.ones((3, 2)), lam=-1.0)
+    with pytest.raises(ValueError, match="NaN"):
+        svt(np.array([[np.nan, 1.0], [0.0, 1.0]]), lam=1.0)
+    with pytest.raises(ValueError, match="empty"):
+        GramAccumulator().mean
+    accumulator = GramAccumulator().update(np.ones((2, 3)))
+    with pytest.raises(ValueError, match="features"):
+        accumulator.update(np.ones((2, 4)))
