@@ -198,7 +198,7 @@ def fista(program, gradient, divergence, prox, W, b, step, max_iter, check, chec
     ``metric`` (d,): FISTA in the norm ``||W||_M^2 = sum_k metric_k ||W[k]||^2`` (a diagonal
     preconditioner); ``prox(Z, step)`` must then be the prox in that norm.
     """
-    m = torch.ones(()) if metric is None else metric.reshape(-1, 1, 1)
+    m = 1.0 if metric is None else metric.reshape(-1, 1, 1)
     XW = program.image(W)
     yW, yb, yXW, t = W, b, XW, 1.0
     for it in range(1, max_iter + 1):
@@ -224,7 +224,7 @@ def fista(program, gradient, divergence, prox, W, b, step, max_iter, check, chec
         if it % check_every == 0 or it == max_iter:
             stop, b_checked = check(W, b, XW, mapping_norm, it)
             if stop:
-                return W, b, XW, it, step
+                return W, b_checked, XW, it, step
     return W, b, XW, max_iter, step
 
 

@@ -37,7 +37,6 @@ def two_gemm_seconds(X, gates, device, dtype, repeats=20):
     dtype = getattr(torch, dtype)
     Xt = torch.as_tensor(X, dtype=dtype, device=device)
     W = torch.as_tensor(gates, dtype=dtype, device=device)
-    R = Xt @ W
     for _ in range(3):
         Xt.T @ (Xt @ W)
     if device.startswith("cuda"):

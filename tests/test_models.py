@@ -200,3 +200,14 @@ def test_float32_solves_stop_on_a_float64_certificate(activation):
     assert model.converged_ and model.gap_ <= 1e-5
     assert model.objective_ == pytest.approx(exact.objective_, rel=2e-5)
     assert model.set_params(dtype="float64").certify(X, y, model.coef_, model.intercept_).gap <= 2e-5
+
+
+@pytest.mark.parametrize("activation", ["gated", "relu"])
+def test_returned_intercept_is_the_certified_one(activation):
+    """The certificate re-optimizes the intercept; fit must return that intercept, not FISTA's."""
+    rng = np.random.default_rng(8)
+    X, y = rng.standard_normal((30, 3)), rng.standard_normal(30) + 3.0
+    model = ConvexReLU(lam=0.05, n_patterns=8, activation=activation, tol=1e-6).fit(X, y)
+    without_intercept = model.predict(X) - model.intercept_[0]
+    assert model.intercept_[0] == pytest.approx(np.mean(y - without_intercept), abs=1e-12)
+    assert model.network_objective(X, y) == pytest.approx(model.objective_, rel=1e-12)
