@@ -66,6 +66,10 @@ def test_bad_input_is_named():
         svt(np.ones((3, 2)), lam=-1.0)
     with pytest.raises(ValueError, match="NaN"):
         svt(np.array([[np.nan, 1.0], [0.0, 1.0]]), lam=1.0)
+    with pytest.raises(ValueError, match="2-D"):
+        svt_factor(np.ones(4), rank=1)
+    with pytest.raises(ValueError, match="rank must be"):
+        svt_factor(np.eye(3), rank=0)
     with pytest.raises(ValueError, match="empty"):
         GramAccumulator().mean
     accumulator = GramAccumulator().update(np.ones((2, 3)))
