@@ -3,7 +3,8 @@
 The core: activation patterns of hyperplane arrangements, convex two-layer ReLU and gated-ReLU
 programs (squared, logistic and cross-entropy losses; scalar and vector outputs), their solvers
 and duality-gap certificates, regularization paths, and recovery into ``torch.nn`` modules; the closed-form convex-GAN generator (``svt``), also from a
-streamed Gram matrix (``GramAccumulator``, ``svt_factor``).
+streamed Gram matrix (``GramAccumulator``, ``svt_factor``), a convex fit of a two-layer ReLU
+generator to it (``fit_relu_generator``), and sample-quality metrics (``ms_swd``).
 """
 from .losses import CrossEntropyLoss, LogisticLoss, SquaredLoss
 from .models import ConvexReLU, ConvexReLUClassifier
@@ -11,11 +12,14 @@ from .networks import TwoLayerGatedReLU, TwoLayerReLU
 from .path import RegularizationPath, plot_regularization_path, regularization_path
 from .patterns import conv_patterns, enumerate_patterns, sample_patterns
 from .penalties import GroupL2, NuclearNorm
-from .svt import GramAccumulator, svt, svt_factor
+from .generator import GeneratorFit, fit_relu_generator
+from .metrics import ms_swd, nearest_neighbour_distance, sliced_wasserstein
+from .svt import GramAccumulator, svt, svt_factor, svt_factors
 
 __all__ = [
     "ConvexReLU", "ConvexReLUClassifier", "CrossEntropyLoss", "GroupL2", "LogisticLoss",
     "NuclearNorm", "RegularizationPath", "SquaredLoss", "TwoLayerGatedReLU", "TwoLayerReLU",
     "conv_patterns", "enumerate_patterns", "plot_regularization_path", "regularization_path",
-    "sample_patterns", "svt", "svt_factor", "GramAccumulator",
+    "sample_patterns", "svt", "svt_factor", "svt_factors", "GramAccumulator", "GeneratorFit",
+    "fit_relu_generator", "ms_swd", "nearest_neighbour_distance", "sliced_wasserstein",
 ]

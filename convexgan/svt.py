@@ -110,3 +110,31 @@ def svt_factor(gram, lam=None, rank=None):
     kept, lam = threshold_spectrum(eigenvalues, lam, rank)
     k = int((kept > 0).sum())
     return xp.sqrt(kept[:k])[:, None] * vectors[:, :k].T, lam
+
+
+def svt_factors(X, lam=None, rank=None):
+    """``G* = U (S^2 - lam)_+^{1/2} V^T`` of X (n, d) as its two factors ``(Q, B, lam)``:
+    Q (n, k) the kept left singular vectors of X, B (k, d) the right factor, ``G* = Q @ B``.
+
+    Computed from one symmetric eigendecomposition of the smaller Gram matrix (X X^T or X^T X,
+    in float64 on NumPy), so a 5,000 x 12,288 image matrix costs a 5,000^2 eigh. Q pairs each row
+    of X with its coordinates: ``sqrt(n) Q`` is X's whitened noise, the generator's training input.
+    """
+    xp = array_module(X)
+    X = xp.asarray(X)
+    _check_finite_matrix(X, "X", xp)
+    X64 = X.astype(xp.float64) if xp is np else X
+    wide = X.shape[0] < X.shape[1]
+    eigenvalues, vectors = xp.linalg.eigh(X64 @ X64.T if wide else X64.T @ X64)
+    eigenvalues, vectors = eigenvalues[::-1].clip(0, None), vectors[:, ::-1]
+    kept, lam = threshold_spectrum(eigenvalues, lam, rank)
+    k = int((kept > 0).sum())
+    s = xp.sqrt(eigenvalues[:k])
+    if wide:  # vectors are U; V^T = S^-1 U^T X
+        Q = vectors[:, :k]
+        Vt = (Q.T @ X64) / s[:, None]
+    else:  # vectors are V; U = X V S^-1
+        Vt = vectors[:, :k].T
+        Q = (X64 @ Vt.T) / s[None, :]
+    B = xp.sqrt(kept[:k])[:, None] * Vt
+    return Q.astype(X.dtype, copy=False), B.astype(X.dtype, copy=False), lam

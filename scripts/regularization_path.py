@@ -8,7 +8,6 @@ features and target standardized. Prints one line per lam: neurons, objective, c
 import argparse
 import logging
 
-import numpy as np
 from sklearn.datasets import load_diabetes
 
 from convexgan import ConvexReLU, plot_regularization_path, regularization_path

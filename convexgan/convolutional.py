@@ -1,0 +1,136 @@
+"""A convolutional block with a pooled linear head as one convex program.
+
+The network: a gated-ReLU 3 x 3 convolution (neurons j, filters u_j, gates g_{p(j)} from
+``conv_patterns``), average-pooled to 2 x 2 (``nn.AdaptiveAvgPool2d(2)``), then a linear layer to
+K scores, with weight decay ``lam/2 (||U||^2 + ||head||^2)``:
+
+    score(x) = b + sum_j sum_q head_j[q] . mean_{l in q} 1[g_{p(j)} . x_l >= 0] (u_j . x_l)
+
+For pattern p and quadrant q, ``F[p, n, q] = mean_{l in q} D_p(x_n)_l x_{n,l}`` (9C,) is fixed once the
+gates are, so the scores are linear in ``W_p = sum_{j: p(j) = p} u_j head_j^T`` (9C x 4K), and the
+weight decay becomes the nuclear norm of W_p (Pilanci & Ergen 2020, section on CNNs; Sahiner et al.
+2021 for vector outputs):
+
+    min  CE( sum_p <F[p], W_p> + b, y ) + lam sum_p ||W_p||_*
+
+``PooledConvProgram`` is that program for the shared solvers (FISTA, duality-gap certificate);
+the SVD of every W_p gives back the neurons (``ConvBlock`` and a ``nn.Linear`` head).
+"""
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .solvers import ConvexProgram
+
+QUADRANTS = 4  # the head pools to 2 x 2
+
+
+def _bins(size):
+    """``nn.AdaptiveAvgPool2d(2)``'s bins along one axis: [start, end) twice."""
+    return [(i * size // 2, -(-(i + 1) * size // 2)) for i in range(2)]
+
+
+def pooled_features(x, gates):
+    """F (P, N, 4 * 9C) for images x (N, C, H, W) and gates (P, C, 3, 3): per pattern, the
+    quadrant means of the masked 3 x 3 patches (zero padding), quadrants in row-major order."""
+    N, C, H, W = x.shape
+    masks = (F.conv2d(x, gates, padding=1) >= 0).to(x.dtype)  # (N, P, H, W)
+    patches = F.unfold(x, 3, padding=1).reshape(N, 9 * C, H, W)
+    blocks = []
+    for y0, y1 in _bins(H):
+        for x0, x1 in _bins(W):
+            m = masks[:, :, y0:y1, x0:x1].flatten(2)  # (N, P, L)
+            p = patches[:, :, y0:y1, x0:x1].flatten(2)  # (N, 9C, L)
+            blocks.append(torch.bmm(m, p.transpose(1, 2)) / m.shape[2])  # (N, P, 9C)
+    return torch.stack(blocks, 2).permute(1, 0, 2, 3).reshape(gates.shape[0], N, -1).contiguous()
+
+
+class PooledConvProgram(ConvexProgram):
+    """The program above for ``ConvexProgram``'s solvers. features (P, n, 4D) with D = 9C,
+    Y (n, K) one-hot; weights W (D, P, 4K) (quadrant-major columns), intercept (K,)."""
+
+    def __init__(self, features, Y, loss, penalty, fit_intercept=True):
+        P, n, QD = features.shape
+        self.F, self.X, self.Y, self.loss, self.penalty = features, features, Y, loss, penalty
+        self.fit_intercept, self.cone, self.cone_signs = fit_intercept, False, None
+        self.mask_weights = torch.ones(n, P, dtype=features.dtype, device=features.device)
+        self.K, self.D = Y.shape[1], QD // QUADRANTS
+        self.shape = (self.D, P, QUADRANTS * self.K)
+
+    def _per_group(self, W):
+        """(D, P, 4K) -> (P, 4D, K), rows in the order of the features."""
+        D, P, _ = W.shape
+        return W.reshape(D, P, QUADRANTS, self.K).permute(1, 2, 0, 3).reshape(P, QUADRANTS * D, self.K)
+
+    def image(self, W):
+        """Every pattern's scores <F[p], W_p>: (n, P, K)."""
+        return torch.bmm(self.F, self._per_group(W)).transpose(0, 1)
+
+    def adjoint(self, R):
+        """(n, P, K) -> (D, P, 4K)."""
+        G = torch.bmm(self.F.transpose(1, 2), R.transpose(0, 1))  # (P, 4D, K)
+        P = G.shape[0]
+        return G.reshape(P, QUADRANTS, self.D, self.K).permute(2, 0, 1, 3).reshape(self.shape)
+
+    def zeros(self):
+        W = torch.zeros(self.shape, dtype=self.F.dtype, device=self.F.device)
+        return W, torch.zeros(self.K, dtype=self.F.dtype, device=self.F.device)
+
+    def lipschitz_data(self, n_power=30):
+        """Power-iteration estimate of ||W -> sum_p <F[p], W_p>||^2 (one output)."""
+        W = torch.randn(self.shape, dtype=self.F.dtype, device=self.F.device,
+                        generator=torch.Generator(self.F.device).manual_seed(0))
+        for _ in range(n_power):
+            W = W / torch.linalg.vector_norm(W)
+            scores = self.image(W).sum(1, keepdim=True).expand(-1, self.shape[1], -1)
+            W = self.adjoint(scores)
+        return float(torch.linalg.vector_norm(W)) * 1.05
+
+    def float64(self):
+        if self.F.dtype == torch.float64:
+            return self
+        if not hasattr(self, "_float64"):
+            self._float64 = copy.copy(self)
+            for name in ("F", "X", "Y", "mask_weights"):
+                setattr(self._float64, name, getattr(self, name).double())
+        return self._float64
+
+
+class ConvBlock(nn.Module):
+    """Gated-ReLU 3 x 3 convolution: ``conv(x, weight) * 1[conv(x, gates)[:, pattern] >= 0]``.
+    Input (N, C, H, W), output (N, m, H, W); gates (P, C, 3, 3) and ``pattern`` (m,) are buffers."""
+
+    def __init__(self, channels, n_neurons, n_patterns):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(n_neurons, channels, 3, 3))
+        self.register_buffer("gates", torch.zeros(n_patterns, channels, 3, 3))
+        self.register_buffer("pattern", torch.zeros(n_neurons, dtype=torch.long))
+
+    def forward(self, x):
+        on = F.conv2d(x, self.gates, padding=1)[:, self.pattern] >= 0
+        return F.conv2d(x, self.weight, padding=1) * on.to(x.dtype)
+
+
+def recover_block(W, gates, channels, tol=1e-9):
+    """Neurons of a solution W (D, P, 4K): ``(ConvBlock, head weight (K, 4m), singular values (m,))``,
+    neurons ordered by decreasing singular value; the head weight is in the order of
+    ``nn.Flatten()`` after ``nn.AdaptiveAvgPool2d(2)`` (neuron-major, then quadrant)."""
+    D, P, QK = W.shape
+    K = QK // QUADRANTS
+    U, s, Vh = torch.linalg.svd(W.double().transpose(0, 1), full_matrices=False)  # (P, D, r) (P, r) (P, r, 4K)
+    pattern, k = torch.nonzero(s > tol * s.max().clamp_min(1e-300), as_tuple=True)
+    order = torch.argsort(s[pattern, k], descending=True)
+    pattern, k = pattern[order], k[order]
+    root = s[pattern, k].sqrt()
+    filters = U[pattern, :, k] * root[:, None]  # (m, D)
+    head = Vh[pattern, k, :] * root[:, None]  # (m, 4K), columns quadrant-major
+    m = len(pattern)
+    block = ConvBlock(channels, m, P).double()
+    with torch.no_grad():
+        block.weight.copy_(filters.reshape(m, channels, 3, 3))  # unfold order: channel, then 3 x 3
+        block.gates.copy_(gates)
+        block.pattern.copy_(pattern)
+    head = head.reshape(m, QUADRANTS, K).permute(2, 0, 1).reshape(K, m * QUADRANTS)
+    return block, head, s[pattern, k]

@@ -1,0 +1,235 @@
+"""Layerwise convex classifier: a VGG-style CNN trained one block at a time (Belilovsky et al.
+2019), every block a convex program with a certificate (``convexgan.convolutional``).
+
+Stage k standardizes its input per channel, then fits a gated-ReLU 3 x 3 convolution together with
+an auxiliary head (2 x 2 average pooling and a linear layer) by solving the convex program of
+``PooledConvProgram`` over ``n_patterns[k]`` sampled convolutional gates. The block is frozen,
+its ``widths[k]`` strongest neurons (largest singular values) feed the next stage, after 2 x 2
+average pooling where ``downsample[k]``. The last stage keeps all its neurons and its head is the
+classifier. ``to_torch()`` gives the stack as an ordinary ``nn.Sequential``.
+"""
+import copy
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+from torch import nn
+
+from convexgan import losses, solvers
+from convexgan.convolutional import ConvBlock, PooledConvProgram, pooled_features, recover_block
+from convexgan.patterns import conv_patterns
+from convexgan.penalties import NuclearNorm
+from convexgan.validation import check_positive, check_positive_int
+
+log = logging.getLogger(__name__)
+
+
+class Standardize(nn.Module):
+    """``(x - mean) / std`` per channel, with fixed statistics (buffers)."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(1, channels, 1, 1))
+        self.register_buffer("std", torch.ones(1, channels, 1, 1))
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
+def as_images(X, name="X"):
+    """uint8 (N, H, W, C) or float (N, C, H, W) -> float32 tensor (N, C, H, W), checked."""
+    if isinstance(X, np.ndarray) and X.dtype == np.uint8:
+        if X.ndim != 4:
+            raise ValueError(f"{name} must be uint8 images (N, H, W, C), got shape {X.shape}.")
+        return torch.from_numpy(X).permute(0, 3, 1, 2).float() / 255
+    X = torch.as_tensor(X, dtype=torch.float32)
+    if X.ndim != 4 or X.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty image batch (N, C, H, W), got shape {tuple(X.shape)}.")
+    if not torch.isfinite(X).all():
+        raise ValueError(f"{name} contains NaN or inf.")
+    return X
+
+
+class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
+    """VGG-style classifier trained block by block, each block a certified convex program.
+
+    Parameters: ``widths`` neurons each block passes on (its output channels); ``n_patterns``
+    sampled gates per block (default: ``widths``); ``downsample`` 2 x 2 average pooling after each
+    block but the last (default: all True); ``lam`` weight decay; ``tol`` relative duality gap and
+    ``max_iter`` FISTA iterations per block; ``batch`` images per feature chunk; ``seed``;
+    ``device``; ``dtype`` of the solves ("float32": certificates are confirmed in float64).
+
+    Learned: ``classes_``, ``network_`` (``nn.Sequential``), ``stages_`` (per stage: seconds,
+    train accuracy, certificate), ``n_channels_in_``.
+    """
+
+    def __init__(self, widths=(64, 64), n_patterns=None, downsample=None, lam=1e-3, tol=1e-3, max_iter=300,
+                 seed=0, device="cpu", dtype="float32"):
+        self.widths = widths
+        self.n_patterns = n_patterns
+        self.downsample = downsample
+        self.lam = lam
+        self.tol = tol
+        self.max_iter = max_iter
+        self.seed = seed
+        self.device = device
+        self.dtype = dtype
+
+    def _config(self):
+        widths = [check_positive_int(w, "widths") for w in self.widths]
+        if not widths:
+            raise ValueError("widths must name at least one stage.")
+        patterns = widths if self.n_patterns is None else [check_positive_int(p, "n_patterns") for p in self.n_patterns]
+        downsample = [True] * len(widths) if self.downsample is None else [bool(d) for d in self.downsample]
+        if len(patterns) != len(widths) or len(downsample) != len(widths):
+            raise ValueError(f"widths, n_patterns and downsample need one value per stage ({len(widths)}).")
+        check_positive(self.lam, "lam")
+        check_positive(self.tol, "tol")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}.")
+        return widths, patterns, downsample
+
+    def fit(self, X, y, X_test=None, y_test=None, checkpoint=None, on_stage=None):
+        """X uint8 (N, H, W, C) or float (N, C, H, W); y (N,) labels. With ``X_test, y_test`` every
+        stage's test accuracy is recorded too. ``checkpoint``: a file written atomically after
+        every stage; a rerun with the same data and parameters resumes from it.
+        ``on_stage(stage_record)`` is called after each stage."""
+        widths, patterns, downsample = self._config()
+        x = as_images(X)
+        y = np.asarray(y)
+        if y.shape != (len(x),):
+            raise ValueError(f"y must hold one label per image ({len(x)}), got shape {y.shape}.")
+        self.classes_ = np.unique(y)
+        if len(self.classes_) < 2:
+            raise ValueError("y has a single class: a classifier needs at least two.")
+        Y = torch.from_numpy(np.eye(len(self.classes_))[np.searchsorted(self.classes_, y)])
+        x_test = None if X_test is None else as_images(X_test, "X_test")
+        if x_test is not None and x_test.shape[1:] != x.shape[1:]:
+            raise ValueError(f"X_test images {tuple(x_test.shape[1:])} differ from X's {tuple(x.shape[1:])}.")
+        self.n_channels_in_ = x.shape[1]
+        layers, self.stages_ = [], []
+        state = self._load(checkpoint, x, y)
+        if state is not None:
+            layers, self.stages_ = state["layers"], state["stages"]
+            log.info("resuming after stage %d of %d from %s", len(self.stages_), len(widths), checkpoint)
+        for k in range(len(self.stages_), len(widths)):
+            start = time.perf_counter()
+            inputs = self._forward(nn.Sequential(*layers), x)
+            last = k == len(widths) - 1
+            standardize = Standardize(inputs.shape[1])
+            standardize.mean.copy_(inputs.mean((0, 2, 3), keepdim=True))
+            standardize.std.copy_(inputs.std((0, 2, 3), keepdim=True).clamp_min(1e-6))
+            block, head, bias, cert, n_iter = self._fit_block(standardize(inputs), Y, patterns[k], k)
+            kept = block.weight.shape[0] if last else min(widths[k], block.weight.shape[0])
+            stage_net = nn.Sequential(standardize, block, nn.AdaptiveAvgPool2d(2), nn.Flatten(), _linear(head, bias))
+            record = {"stage": k + 1, "neurons": int(block.weight.shape[0]), "kept": int(kept),
+                      "certificate": {"primal": cert.primal, "dual": cert.dual, "gap": cert.gap},
+                      "iterations": n_iter,
+                      "train_accuracy": self._accuracy(nn.Sequential(*layers, stage_net), x, y)}
+            if x_test is not None:
+                record["test_accuracy"] = self._accuracy(nn.Sequential(*layers, stage_net), x_test, y_test)
+            if last:
+                layers += list(stage_net)
+            else:
+                layers += [standardize, _truncate(block, kept)] + ([nn.AvgPool2d(2)] if downsample[k] else [])
+            record["seconds"] = time.perf_counter() - start
+            self.stages_.append(record)
+            log.info("stage %d: %d neurons (%d kept), gap %.2g, train %.4f%s, %.1f s", k + 1, record["neurons"], kept,
+                     cert.gap, record["train_accuracy"],
+                     f", test {record['test_accuracy']:.4f}" if "test_accuracy" in record else "", record["seconds"])
+            if checkpoint is not None and not last:
+                self._save(checkpoint, layers, x, y)
+            if on_stage is not None:
+                on_stage(record)
+        self.network_ = nn.Sequential(*layers).float().eval().requires_grad_(False)
+        if checkpoint is not None:
+            self._save(checkpoint, layers, x, y)
+        return self
+
+    def _fit_block(self, inputs, Y, n_patterns, k):
+        """The convex program of one block on standardized inputs (N, C, H, W)."""
+        dtype = torch.float64 if self.dtype == "float64" else torch.float32
+        _, gates = conv_patterns(inputs[:128].double(), n_patterns, seed=self.seed + k)  # duplicates checked on a subset
+        gates = gates.to(inputs.dtype)
+        features = torch.cat([pooled_features(chunk, gates) for chunk in inputs.split(1024)], 1)
+        program = PooledConvProgram(features.to(self.device, dtype), Y.to(self.device, dtype),
+                                    losses.CrossEntropyLoss(), NuclearNorm(self.lam))
+        W, b = program.zeros()
+        W, b, cert, n_iter = solvers.solve_gated(program, W, b, self.tol, self.max_iter)
+        block, head, _ = recover_block(W.double().cpu(), gates.double(), inputs.shape[1])
+        return block.float(), head.float(), b.float().cpu(), cert, n_iter
+
+    @staticmethod
+    @torch.no_grad()
+    def _forward(network, x, batch=128):
+        return torch.cat([network(chunk) for chunk in x.split(batch)])
+
+    def _accuracy(self, network, x, y):
+        scores = self._forward(network.float().eval(), x)
+        return float((self.classes_[scores.argmax(1).numpy()] == np.asarray(y)).mean())
+
+    def _fingerprint(self, x, y):
+        return {"params": self.get_params(), "shape": tuple(x.shape), "sum": float(x.double().sum()),
+                "labels": np.asarray(y).tolist()}
+
+    def _save(self, path, layers, x, y):
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        torch.save({"layers": layers, "stages": self.stages_, "fingerprint": self._fingerprint(x, y)}, tmp)
+        os.replace(tmp, path)
+
+    def _load(self, path, x, y):
+        if path is None or not Path(path).is_file():
+            return None
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as err:
+            raise ValueError(f"checkpoint {path} is unreadable ({err}): delete it to start again.") from err
+        if state["fingerprint"] != self._fingerprint(x, y):
+            raise ValueError(f"checkpoint {path} belongs to other data or parameters: pass another --checkpoint.")
+        return state
+
+    def _check_fitted(self):
+        if not hasattr(self, "network_"):
+            raise ValueError("this LayerwiseConvexClassifier is not fitted yet: call fit(X, y) first.")
+
+    def decision_function(self, X):
+        """(N, K) class scores of the exported network."""
+        self._check_fitted()
+        x = as_images(X)
+        if x.shape[1] != self.n_channels_in_:
+            raise ValueError(f"X has {x.shape[1]} channels; the model was fitted on {self.n_channels_in_}.")
+        return self._forward(self.network_, x).numpy()
+
+    def predict(self, X):
+        scores = self.decision_function(X)
+        return self.classes_[scores.argmax(1)]
+
+    def to_torch(self):
+        """The trained stack as an ordinary ``nn.Sequential`` (float32) mapping (N, C, H, W) images
+        in [0, 1] to (N, K) class scores."""
+        self._check_fitted()
+        return copy.deepcopy(self.network_)
+
+
+def _linear(weight, bias):
+    layer = nn.Linear(weight.shape[1], weight.shape[0])
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+        layer.bias.copy_(bias)
+    return layer
+
+
+def _truncate(block, kept):
+    """The block with its first ``kept`` neurons (the strongest: recover_block sorts them)."""
+    small = ConvBlock(block.weight.shape[1], kept, block.gates.shape[0])
+    with torch.no_grad():
+        small.weight.copy_(block.weight[:kept])
+        small.gates.copy_(block.gates)
+        small.pattern.copy_(block.pattern[:kept])
+    return small

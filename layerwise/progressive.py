@@ -1,0 +1,316 @@
+"""Progressive convex GAN: a face generator trained one resolution at a time, each stage in
+closed form plus a convex fit, with no gradient descent-ascent.
+
+Stage 1 (resolution r_1 = 8) is the convex Wasserstein GAN of a linear generator: the closed
+form ``G* = U (S^2 - lam)_+^{1/2} V^T`` (``svt_factors``) of the centered real images, sampled
+as ``mean + z B / sqrt(n)`` with z ~ N(0, I_k). Stage k >= 2 doubles the resolution:
+
+    x_k = up(x_{k-1}) + f_k(x_{k-1}) + m_k + z_k B_k / sqrt(n)
+
+- ``up`` is bilinear 2x upsampling; ``f_k`` a two-layer (gated) ReLU network on the 3 x 3 patch
+  around every input pixel (plus its position) predicting the 2 x 2 output block it becomes:
+  ``fit_relu_generator``, a certified convex program, fitted to the real images' residual
+  ``X_k - up(x_{k-1})`` on a random subset of patches;
+- ``m_k + z_k B_k`` is the convex-GAN closed form of what ``f_k`` leaves: the SVT of the centered
+  residual ``E_k = X_k - up(x_{k-1}) - f_k(x_{k-1})``, fresh noise z_k ~ N(0, I_{rank_k}).
+
+In training, ``x_{k-1}`` is the previous stage's output on the training set: each real image
+is paired with its own noise coordinates ``sqrt(n) Q`` (the left factor of the SVT), so the
+stage's input is the previous stage's output, not the real low-resolution image. The kept rank
+of every stage is at most its noise dimension (``rank``) and n - 1: the closed form never divides
+by the singular values of a rank-deficient input (the public reference's flaw), since no stage
+inverts its input. Earlier stages are frozen; a checkpoint is written atomically after each stage.
+"""
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from convexgan.generator import fit_relu_generator
+from convexgan.networks import TwoLayerGatedReLU, TwoLayerReLU
+from convexgan.svt import svt_factors
+from convexgan.validation import check_positive, check_positive_int
+
+log = logging.getLogger(__name__)
+BASE_RESOLUTION = 4  # stage k has resolution 4 * 2^k
+MAX_LAYERS = 6       # 256 x 256
+
+
+def stage_resolution(k):
+    return BASE_RESOLUTION * 2 ** k
+
+
+def _upsample(images):
+    return F.interpolate(images, scale_factor=2, mode="bilinear", align_corners=False)
+
+
+def patch_features(images):
+    """(N, C, r, r) -> (N, r^2, 9C + 3): every pixel's 3 x 3 neighbourhood (edges replicated),
+    its position in [-1, 1]^2, and a constant 1 (so gates are affine)."""
+    N, C, r, _ = images.shape
+    patches = F.unfold(F.pad(images, (1, 1, 1, 1), mode="replicate"), 3).transpose(1, 2)
+    grid = torch.linspace(-1, 1, r, dtype=images.dtype, device=images.device)
+    ys, xs = torch.meshgrid(grid, grid, indexing="ij")
+    extra = torch.stack([ys.flatten(), xs.flatten(), torch.ones_like(xs.flatten())], 1)
+    return torch.cat([patches, extra.expand(N, r * r, 3)], 2)
+
+
+class GaussianStage(nn.Module):
+    """``mean + z B / sqrt(n)``: the closed-form linear generator of the first stage."""
+
+    def __init__(self, channels, resolution, rank, n_train):
+        super().__init__()
+        self.shape = (channels, resolution, resolution)
+        self.n_train = n_train
+        self.register_buffer("mean", torch.zeros(channels * resolution ** 2))
+        self.register_buffer("factor", torch.zeros(rank, channels * resolution ** 2))
+
+    @property
+    def noise_dim(self):
+        return self.factor.shape[0]
+
+    def forward(self, previous, noise):
+        """previous: ignored (None); noise (N, rank) -> images (N, C, r, r)."""
+        return (self.mean + noise @ self.factor / self.n_train ** 0.5).reshape(-1, *self.shape)
+
+
+class RefineStage(nn.Module):
+    """``up(x) + f(x) + m + z B / sqrt(n)``: doubles the resolution of x (N, C, r, r)."""
+
+    def __init__(self, channels, resolution, rank, n_train, n_neurons, activation="gated"):
+        super().__init__()
+        self.shape = (channels, 2 * resolution, 2 * resolution)
+        self.n_train = n_train
+        network_class = TwoLayerGatedReLU if activation == "gated" else TwoLayerReLU
+        self.network = network_class(9 * channels + 3, n_neurons, 4 * channels).float()
+        self.register_buffer("mean", torch.zeros(channels * 4 * resolution ** 2))
+        self.register_buffer("factor", torch.zeros(rank, channels * 4 * resolution ** 2))
+
+    @property
+    def noise_dim(self):
+        return self.factor.shape[0]
+
+    def detail(self, previous):
+        """``up(x) + f(x)``, (N, C, 2r, 2r): the conditional mean of the stage."""
+        N, C, r, _ = previous.shape
+        blocks = self.network(patch_features(previous)).transpose(1, 2).reshape(N, 4 * C, r, r)
+        return _upsample(previous) + F.pixel_shuffle(blocks, 2)
+
+    def forward(self, previous, noise):
+        residual = self.mean + noise @ self.factor / self.n_train ** 0.5
+        return self.detail(previous) + residual.reshape(-1, *self.shape)
+
+
+class ProgressiveGenerator(nn.Module):
+    """A stack of stages; ``sample(n, seed)`` gives (n, C, r, r) images in [0, 1]."""
+
+    def __init__(self, stages=()):
+        super().__init__()
+        self.stages = nn.ModuleList(stages)
+
+    @property
+    def resolution(self):
+        return self.stages[-1].shape[-1]
+
+    def forward(self, noises):
+        """noises: one (N, noise_dim) tensor per stage -> images (N, C, r, r), unclipped."""
+        x = None
+        for stage, noise in zip(self.stages, noises):
+            x = stage(x, noise)
+        return x
+
+    @torch.no_grad()
+    def sample(self, n, seed=0, batch=256):
+        """n images (n, C, r, r) in [0, 1], float32; the same seed gives the same images."""
+        check_positive_int(n, "n")
+        generator = torch.Generator().manual_seed(seed)
+        noises = [torch.randn(n, stage.noise_dim, generator=generator) for stage in self.stages]
+        chunks = [self([noise[i:i + batch] for noise in noises]) for i in range(0, n, batch)]
+        return torch.cat(chunks).clamp(0, 1)
+
+    def spec(self):
+        """What rebuilds the module before its state_dict is loaded (for checkpoints)."""
+        return [dict(kind=type(s).__name__, channels=s.shape[0], resolution=s.shape[-1], rank=s.noise_dim,
+                     n_train=s.n_train, n_neurons=getattr(s, "network", None) and s.network.hidden.weight.shape[0],
+                     activation="gated" if isinstance(getattr(s, "network", None), TwoLayerGatedReLU) else "relu")
+                for s in self.stages]
+
+    @classmethod
+    def from_spec(cls, spec):
+        stages = []
+        for s in spec:
+            if s["kind"] == "GaussianStage":
+                stages.append(GaussianStage(s["channels"], s["resolution"], s["rank"], s["n_train"]))
+            else:
+                stages.append(RefineStage(s["channels"], s["resolution"] // 2, s["rank"], s["n_train"],
+                                          s["n_neurons"], s["activation"]))
+        return cls(stages)
+
+
+def save_checkpoint(path, generator, config, train_outputs=None):
+    """Atomically write the generator (spec + weights), the training configuration and, while
+    training is unfinished, the last stage's outputs on the training set (to resume from)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save({"spec": generator.spec(), "state_dict": generator.state_dict(), "config": config,
+                "train_outputs": train_outputs}, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path):
+    """``(generator, config, train_outputs)`` from ``save_checkpoint``'s file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"no checkpoint at {path}: train one first (scripts/train_celeba.py).")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        generator = ProgressiveGenerator.from_spec(state["spec"])
+        generator.load_state_dict(state["state_dict"])
+    except Exception as err:  # truncated, foreign or corrupt file
+        raise ValueError(f"checkpoint {path} is unreadable ({err}): delete it and train again.") from err
+    return generator.eval(), state["config"], state["train_outputs"]
+
+
+def _closed_form(residual, rank, device="cpu"):
+    """SVT of the centered residual (n, d): mean (d,), factor B (k, d), training noise (n, k), lam.
+    On a GPU the eigendecomposition runs in CuPy, reached through DLPack."""
+    mean = residual.mean(0)
+    centered = (residual - mean).double()
+    rank = min(rank, residual.shape[1], len(residual) - 1)
+    if str(device).startswith("cuda"):
+        import cupy
+        Q, B, lam = svt_factors(cupy.from_dlpack(centered.to(device)), rank=rank)
+        Q, B = torch.from_dlpack(Q).cpu(), torch.from_dlpack(B).cpu()
+    else:
+        Q, B, lam = svt_factors(centered.numpy(), rank=rank)
+        Q, B = torch.from_numpy(np.ascontiguousarray(Q)), torch.from_numpy(np.ascontiguousarray(B))
+    return mean, B.float(), Q.float() * len(residual) ** 0.5, lam
+
+
+class ProgressiveTrainer:
+    """Trains a ``ProgressiveGenerator`` on real images, stage by stage.
+
+    Parameters: ``layers`` stages (resolution 4 * 2^layers); ``rank`` noise dimension and kept
+    rank of each stage's closed form, one int for all stages or one per stage; ``lam`` weight decay of the convex fits; ``n_patterns``
+    sampled gates per output; ``n_patches`` patches each fit sees; ``activation`` "gated" or
+    "relu" (exact, far slower); ``tol``, ``max_iter`` for the fits; ``seed``; ``device`` of the fits
+    and the closed forms; ``data``, a description of the training set, kept in the checkpoint so
+    that a resume on other data is refused.
+    """
+
+    def __init__(self, layers=4, rank=64, lam=1e-4, n_patterns=64, n_patches=10000, activation="gated",
+                 tol=1e-2, max_iter=3000, seed=0, device="cpu", data=""):
+        self.layers = check_positive_int(layers, "layers")
+        if layers > MAX_LAYERS:
+            raise ValueError(f"layers={layers}: at most {MAX_LAYERS} ({stage_resolution(MAX_LAYERS)} px) are supported.")
+        ranks = [rank] * layers if np.isscalar(rank) else list(rank)
+        if len(ranks) != layers:
+            raise ValueError(f"rank needs one value per stage ({layers}), got {len(ranks)}: {rank}.")
+        self.rank = [check_positive_int(r, "rank") for r in ranks]
+        self.lam = check_positive(lam, "lam")
+        self.n_patterns = check_positive_int(n_patterns, "n_patterns")
+        self.n_patches = check_positive_int(n_patches, "n_patches")
+        self.activation = activation
+        if activation not in ("gated", "relu"):
+            raise ValueError(f"activation must be 'gated' or 'relu', got {activation!r}.")
+        self.tol, self.max_iter, self.seed = check_positive(tol, "tol"), check_positive_int(max_iter, "max_iter"), seed
+        self.device, self.data = device, data
+
+    def config(self):
+        """What the trained generator depends on (the device does not)."""
+        return {k: getattr(self, k) for k in ("layers", "rank", "lam", "n_patterns", "n_patches",
+                                              "activation", "tol", "max_iter", "seed", "data")}
+
+    def real_pyramid(self, images):
+        """uint8 (N, R, R, C) with R = 4 * 2^layers -> float images (N, C, r_k, r_k) per stage."""
+        images = np.asarray(images)
+        final = stage_resolution(self.layers)
+        if images.ndim != 4 or images.shape[1:3] != (final, final) or images.shape[3] not in (1, 3):
+            raise ValueError(f"images must be uint8 (N, {final}, {final}, 1 or 3) for layers={self.layers}, "
+                             f"got shape {images.shape}: load them at resolution {final}.")
+        if len(images) < 2:
+            raise ValueError(f"need at least 2 training images, got {len(images)}.")
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+        pyramid = [x]
+        for _ in range(self.layers - 1):
+            pyramid.append(F.avg_pool2d(pyramid[-1], 2))
+        return pyramid[::-1]
+
+    def fit(self, images, checkpoint=None, on_stage=None):
+        """Train on uint8 images (N, R, R, C); resumes from ``checkpoint`` when it holds a
+        partial run of the same configuration. ``on_stage(k, generator, seconds, info)`` is called
+        after each stage (sample grids, logs). Returns the generator."""
+        reals = self.real_pyramid(images)
+        generator, outputs = ProgressiveGenerator(), None
+        if checkpoint is not None and Path(checkpoint).is_file():
+            generator, config, outputs = load_checkpoint(checkpoint)
+            if config != self.config():
+                raise ValueError(f"checkpoint {checkpoint} was trained with {config}, not {self.config()}: "
+                                 "pass another --checkpoint or the same options.")
+            if len(generator.stages) == self.layers:
+                log.info("checkpoint %s already holds all %d stages", checkpoint, self.layers)
+                return generator
+            log.info("resuming after stage %d of %d from %s", len(generator.stages), self.layers, checkpoint)
+        for k in range(len(generator.stages) + 1, self.layers + 1):
+            start = time.perf_counter()
+            stage, outputs, info = self._fit_stage(k, reals[k - 1], outputs)
+            generator.stages.append(stage)
+            seconds = time.perf_counter() - start
+            log.info("stage %d (%d px): %.1f s, kept rank %d, lam %.3g%s", k, stage.shape[-1], seconds,
+                     stage.noise_dim, info["svt_lam"],
+                     f", fit gap {info['fit'].gap:.2g}, {info['fit'].n_neurons} neurons" if "fit" in info else "")
+            if checkpoint is not None:
+                save_checkpoint(checkpoint, generator, self.config(), outputs if k < self.layers else None)
+            if on_stage is not None:
+                on_stage(k, generator, seconds, info)
+        return generator.eval()
+
+    def _fit_stage(self, k, real, previous):
+        """Stage k from real images (N, C, r, r) and the previous stage's training outputs."""
+        N, C, r, _ = real.shape
+        if previous is None:
+            mean, factor, noise, lam = _closed_form(real.flatten(1), self.rank[k - 1], self.device)
+            stage = GaussianStage(C, r, len(factor), N)
+            stage.mean.copy_(mean)
+            stage.factor.copy_(factor)
+            return stage, stage(None, noise), {"svt_lam": lam}
+        base = _upsample(previous)
+        targets = F.pixel_unshuffle(real - base, 2).flatten(2).transpose(1, 2)  # (N, r^2/4, 4C)
+        features = patch_features(previous)
+        generator = torch.Generator().manual_seed(self.seed + k)
+        pick = torch.randperm(features.shape[0] * features.shape[1], generator=generator)[:self.n_patches]
+        network, fit = fit_relu_generator(
+            features.flatten(0, 1)[pick].double().numpy(), targets.flatten(0, 1)[pick].double().numpy(),
+            lam=self.lam, n_patterns=self.n_patterns, activation=self.activation, tol=self.tol,
+            max_iter=self.max_iter, seed=self.seed + k, progress=True, device=self.device,
+            dtype="float32" if str(self.device).startswith("cuda") else "float64")
+        stage = RefineStage(C, r // 2, self.rank[k - 1], N, network.hidden.weight.shape[0], self.activation)
+        stage.network.load_state_dict(network.float().state_dict())
+        with torch.no_grad():
+            detail = torch.cat([stage.detail(chunk) for chunk in previous.split(256)])
+        mean, factor, noise, lam = _closed_form((real - detail).flatten(1), self.rank[k - 1], self.device)
+        stage.mean.copy_(mean)
+        stage.factor = factor  # the kept rank may be below self.rank
+        outputs = detail + (mean + noise @ factor / N ** 0.5).reshape(N, C, r, r)
+        return stage, outputs, {"svt_lam": lam, "fit": fit}
+
+
+def pca_generator(images, rank):
+    """The best rank-k linear generator, the baseline the public reference's linear stages can
+    reach at most: a Gaussian with the data's covariance on its top ``rank`` principal
+    directions. ``images`` uint8 (N, r, r, C). Returns a one-stage ``ProgressiveGenerator``."""
+    x = torch.from_numpy(np.asarray(images)).permute(0, 3, 1, 2).float() / 255
+    N, C, r, _ = x.shape
+    X = x.flatten(1).double()
+    centered = X - X.mean(0)
+    Q, _, _ = svt_factors(centered.numpy(), rank=min(check_positive_int(rank, "rank"), N - 1))
+    stage = GaussianStage(C, r, Q.shape[1], N)
+    stage.mean.copy_(X.mean(0))
+    stage.factor.copy_(torch.from_numpy(Q.T @ centered.numpy()))  # S V^T: the principal directions, unshrunk
+    return ProgressiveGenerator([stage])

@@ -1,0 +1,65 @@
+"""Layerwise convex classifier: export, labels, resume, errors."""
+import numpy as np
+import pytest
+import torch
+
+from convexgan.data import labelled_images
+from layerwise.classifier import LayerwiseConvexClassifier
+
+
+def small_digits():
+    data = labelled_images("digits")
+    return data.X_train[:300], data.y_train[:300], data.X_test[:100], data.y_test[:100]
+
+
+def test_exported_sequential_predicts_the_trainers_labels_and_learns(tmp_path):
+    X, y, X_test, y_test = small_digits()
+    model = LayerwiseConvexClassifier(widths=(8, 8), n_patterns=(8, 4), max_iter=60, lam=1e-2)
+    model.fit(X, y, X_test, y_test, checkpoint=tmp_path / "c.pt")
+    network = model.to_torch()
+    assert isinstance(network, torch.nn.Sequential)
+    x = torch.from_numpy(X_test).permute(0, 3, 1, 2).float() / 255
+    labels = model.classes_[network(x).argmax(1).numpy()]
+    np.testing.assert_array_equal(labels, model.predict(X_test))
+    # the last stage's recorded test accuracy is the exported network's
+    assert model.stages_[-1]["test_accuracy"] == pytest.approx((labels == y_test).mean())
+    assert model.score(X_test, y_test) > 0.5  # 10 classes: chance is 0.1
+    assert [s["stage"] for s in model.stages_] == [1, 2]
+    assert all(0 <= s["certificate"]["gap"] for s in model.stages_)
+
+
+def test_a_killed_run_resumes(tmp_path):
+    X, y, _, _ = small_digits()
+    checkpoint = tmp_path / "c.pt"
+
+    def kill(record):
+        if record["stage"] == 1:
+            raise KeyboardInterrupt
+
+    params = dict(widths=(6, 6), n_patterns=(6, 4), max_iter=30, lam=1e-2)
+    with pytest.raises(KeyboardInterrupt):
+        LayerwiseConvexClassifier(**params).fit(X, y, checkpoint=checkpoint, on_stage=kill)
+    seen = []
+    resumed = LayerwiseConvexClassifier(**params).fit(X, y, checkpoint=checkpoint, on_stage=seen.append)
+    assert [r["stage"] for r in seen] == [2]
+    straight = LayerwiseConvexClassifier(**params).fit(X, y)
+    np.testing.assert_array_equal(resumed.decision_function(X[:50]), straight.decision_function(X[:50]))
+    with pytest.raises(ValueError, match="other data or parameters"):
+        LayerwiseConvexClassifier(widths=(5, 6), n_patterns=(6, 4), max_iter=30).fit(X, y, checkpoint=checkpoint)
+
+
+def test_bad_input_gives_clear_errors(tmp_path):
+    X, y, _, _ = small_digits()
+    with pytest.raises(ValueError, match="uint8 images"):
+        LayerwiseConvexClassifier().fit(X[:, :, :, 0], y)
+    with pytest.raises(ValueError, match="one label per image"):
+        LayerwiseConvexClassifier().fit(X, y[:-1])
+    with pytest.raises(ValueError, match="one value per stage"):
+        LayerwiseConvexClassifier(widths=(4, 4), n_patterns=(4,)).fit(X, y)
+    with pytest.raises(ValueError, match="unknown dataset"):
+        labelled_images("mnist")
+    (tmp_path / "train" / "a").mkdir(parents=True)
+    with pytest.raises(ValueError, match="no images"):
+        labelled_images("folder", tmp_path)
+    with pytest.raises(ValueError, match="not fitted"):
+        LayerwiseConvexClassifier().predict(X)

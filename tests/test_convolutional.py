@@ -1,0 +1,60 @@
+"""The convex convolutional block: features by brute force, the optimum by CVXPY, and the
+recovered ConvBlock + head reproduce the program's scores."""
+import cvxpy as cp
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from convexgan import losses, solvers
+from convexgan.convolutional import PooledConvProgram, pooled_features, recover_block
+from convexgan.patterns import conv_patterns
+from convexgan.penalties import NuclearNorm
+
+
+def brute_force_features(x, gates):
+    """Quadrant means of masked zero-padded 3 x 3 patches, by loops."""
+    N, C, H, W = x.shape
+    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    out = np.zeros((len(gates), N, 4, 9 * C))
+    for p, gate in enumerate(gates.reshape(len(gates), -1)):
+        for n in range(N):
+            for q, (rows, cols) in enumerate([(r, c) for r in (range(0, H // 2), range(H // 2, H))
+                                              for c in (range(0, W // 2), range(W // 2, W))]):
+                patches = [padded[n, :, i:i + 3, j:j + 3].reshape(-1) for i in rows for j in cols]
+                out[p, n, q] = np.mean([z * (z @ gate >= 0) for z in patches], axis=0)
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_block_matches_cvxpy_and_its_recovered_network(seed):
+    rng = np.random.default_rng(seed)
+    N, C, H, K, lam = 12, 2, 4, 3, 0.05
+    x = torch.tensor(rng.standard_normal((N, C, H, H)))
+    y = np.r_[np.arange(K), rng.integers(0, K, N - K)]
+    _, gates = conv_patterns(x, 3, seed=seed)
+    features = pooled_features(x, gates)
+    brute = brute_force_features(x.numpy(), gates.numpy())
+    np.testing.assert_allclose(features.numpy(), brute.reshape(len(gates), N, -1), atol=1e-12)
+
+    program = PooledConvProgram(features, torch.tensor(np.eye(K)[y]), losses.CrossEntropyLoss(), NuclearNorm(lam))
+    W, b = program.zeros()
+    W, b, cert, _ = solvers.solve_gated(program, W, b, 1e-8, 100000)
+
+    Ws = [cp.Variable((9 * C, 4 * K)) for _ in gates]
+    intercept = cp.Variable(K)
+    scores = sum(brute[p, :, q, :] @ Ws[p][:, q * K:(q + 1) * K] for p in range(len(gates)) for q in range(4))
+    scores = scores + np.ones((N, 1)) @ cp.reshape(intercept, (1, K), order="C")
+    objective = (cp.sum(cp.log_sum_exp(scores, axis=1)) - cp.sum(cp.multiply(np.eye(K)[y], scores))) / N
+    problem = cp.Problem(cp.Minimize(objective + lam * sum(cp.normNuc(w) for w in Ws)))
+    problem.solve(solver="CLARABEL")
+    assert cert.primal == pytest.approx(problem.value, rel=1e-5)
+    assert cert.dual <= problem.value * (1 + 1e-7)
+
+    block, head, _ = recover_block(W, gates, C)
+    linear = nn.Linear(head.shape[1], K).double()
+    with torch.no_grad():
+        linear.weight.copy_(head)
+        linear.bias.copy_(b)
+    network = nn.Sequential(block, nn.AdaptiveAvgPool2d(2), nn.Flatten(), linear)
+    torch.testing.assert_close(network(x), program.predict(program.image(W), b), atol=1e-6, rtol=1e-6)
