@@ -40,9 +40,9 @@ class GeneratorFit(NamedTuple):
 def fit_relu_generator(Z, G, lam=1e-4, n_patterns=64, activation="relu", tol=1e-4, max_iter=20000,
                        seed=0, device="cpu", dtype="float64", progress=False):
     """Two-layer (gated) ReLU generator from inputs Z (n, m) (noise, or image patches) to
-    targets G (n, c), e.g. the rows of ``svt``'s G*. Returns ``(network, fit)``: the recovered
-    ``TwoLayerReLU`` (``TwoLayerGatedReLU`` for "gated"), float64 on the CPU, mapping (n, m) to
-    (n, c), and its ``GeneratorFit`` certificate."""
+    targets G (n, c), e.g. the rows of ``svt``'s G*. Returns the recovered ``TwoLayerReLU``
+    (``TwoLayerGatedReLU`` for "gated"), a ``torch.nn.Module`` in float64 on the CPU mapping
+    (n, m) to (n, c); its ``certificate`` attribute is the fit's ``GeneratorFit``."""
     Z, G = check_X_y(Z, G)
     G = G.reshape(len(G), -1)
     models = []
@@ -60,7 +60,8 @@ def fit_relu_generator(Z, G, lam=1e-4, n_patterns=64, activation="relu", tol=1e-
     if not all(model.converged_ for model in models):
         log.warning("generator fit stopped at max_iter=%d above tol=%.2g (gap %.2g, cone violation %.2g): "
                     "raise max_iter or lam.", max_iter, tol, fit.gap, fit.cone_violation)
-    return network, fit
+    network.certificate = fit
+    return network
 
 
 def _stack(networks, activation):

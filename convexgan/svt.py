@@ -47,11 +47,30 @@ def threshold_spectrum(eigenvalues, lam=None, rank=None):
     return (eigenvalues - lam).clip(0, None), lam
 
 
-def svt(X, lam=None, rank=None):
-    """``G* = U (S^2 - lam I)_+^{1/2} V^T`` for X (n, d), NumPy or CuPy; same shape and type as X.
+def to_device(A, device=None):
+    """A as a NumPy array (``device="cpu"``) or a CuPy array (``"cuda"``/``"cuda:k"``); ``None``
+    leaves it as it is. CuPy arrays move to the host with ``cupy.asnumpy``."""
+    if device is None:
+        return A
+    if str(device).startswith("cuda"):
+        try:
+            import cupy
+        except ImportError as err:
+            raise ValueError("device='cuda' needs CuPy: pip install 'convexgan[gpu]' on a machine with a GPU.") from err
+        with cupy.cuda.Device(int(str(device).partition(":")[2] or 0)):
+            return cupy.asarray(A)
+    if device != "cpu":
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:k', got {device!r}.")
+    return A.get() if array_module(A) is not np else np.asarray(A)
+
+
+def svt(X, lam=None, rank=None, device=None):
+    """``G* = U (S^2 - lam I)_+^{1/2} V^T`` for X (n, d), NumPy or CuPy; same shape and type as X
+    (``device`` "cpu" or "cuda" moves X first; by default the array's type decides).
 
     ``rank`` instead of ``lam`` keeps the top ``rank`` singular directions. Returns ``(G, lam)``.
     """
+    X = to_device(X, device)
     xp = array_module(X)
     X = xp.asarray(X, dtype=X.dtype if X.dtype in (xp.float32, xp.float64) else xp.float64)
     _check_finite_matrix(X, "X", xp)

@@ -285,7 +285,7 @@ class ProgressiveTrainer:
         features = patch_features(previous)
         generator = torch.Generator().manual_seed(self.seed + k)
         pick = torch.randperm(features.shape[0] * features.shape[1], generator=generator)[:self.n_patches]
-        network, fit = fit_relu_generator(
+        network = fit_relu_generator(
             features.flatten(0, 1)[pick].double().numpy(), targets.flatten(0, 1)[pick].double().numpy(),
             lam=self.lam, n_patterns=self.n_patterns, activation=self.activation, tol=self.tol,
             max_iter=self.max_iter, seed=self.seed + k, progress=True, device=self.device,
@@ -298,7 +298,7 @@ class ProgressiveTrainer:
         stage.mean.copy_(mean)
         stage.factor = factor  # the kept rank may be below self.rank
         outputs = detail + (mean + noise @ factor / N ** 0.5).reshape(N, C, r, r)
-        return stage, outputs, {"svt_lam": lam, "fit": fit}
+        return stage, outputs, {"svt_lam": lam, "fit": network.certificate}
 
 
 def pca_generator(images, rank):

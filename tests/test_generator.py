@@ -14,10 +14,12 @@ def test_fit_matches_cvxpy_and_its_own_network(activation):
     Z = rng.standard_normal((12, 3))
     G, _ = svt(rng.standard_normal((12, 4)), rank=2)
     lam = 0.02
-    network, fit = fit_relu_generator(Z, G, lam=lam, n_patterns=6, activation=activation, tol=1e-8, max_iter=200000)
+    network = fit_relu_generator(Z, G, lam=lam, n_patterns=6, activation=activation, tol=1e-8, max_iter=200000)
     masks, _ = sample_patterns(Z, 6, seed=0)  # the patterns every column's program uses
     expected = sum(reference_optimum(Z, G[:, [k]], masks, lam, "squared", activation, True, vector=False)
                    for k in range(G.shape[1]))
+    fit = network.certificate
+    assert isinstance(network, torch.nn.Module)
     assert fit.objective == pytest.approx(expected, rel=1e-5)
     assert fit.dual_objective <= expected * (1 + 1e-7)
     # the returned torch module's own non-convex objective is the certified optimum
@@ -31,7 +33,7 @@ def test_small_lam_reproduces_the_closed_form_generator():
     X = rng.standard_normal((30, 6))
     G, _ = svt(X - X.mean(0), rank=3)
     Z = rng.standard_normal((30, 4))
-    network, fit = fit_relu_generator(Z, G, lam=1e-4, n_patterns=32, activation="gated", tol=1e-2, max_iter=20000)
+    network = fit_relu_generator(Z, G, lam=1e-4, n_patterns=32, activation="gated", tol=1e-2, max_iter=20000)
     fitted = network(torch.as_tensor(Z)).numpy()
     assert np.linalg.norm(fitted - G) <= 1e-2 * np.linalg.norm(G)
     # G*^T G* is what the GAN constraint sees: the fit keeps it

@@ -75,3 +75,23 @@ def test_bad_input_is_named():
     accumulator = GramAccumulator().update(np.ones((2, 3)))
     with pytest.raises(ValueError, match="features"):
         accumulator.update(np.ones((2, 4)))
+
+
+def test_device_cuda_gives_the_numpy_result_or_says_what_is_missing():
+    from convexgan.svt import to_device
+    X = np.random.default_rng(5).standard_normal((40, 12))
+    G, lam = svt(X, rank=4)
+    G_cpu, _ = svt(X, rank=4, device="cpu")
+    np.testing.assert_array_equal(G, G_cpu)
+    with pytest.raises(ValueError, match="device must be"):
+        svt(X, rank=4, device="tpu")
+    try:
+        import cupy
+        cupy.cuda.runtime.getDeviceCount()
+    except Exception:  # no CuPy or no GPU here: the request is refused with the fix named
+        with pytest.raises(ValueError, match="needs CuPy|no CUDA|cupy"):
+            svt(X, rank=4, device="cuda")
+        return
+    G_gpu, lam_gpu = svt(X, rank=4, device="cuda")
+    np.testing.assert_allclose(to_device(G_gpu, "cpu"), G, rtol=1e-6, atol=1e-9)
+    assert lam_gpu == pytest.approx(lam, rel=1e-9)
