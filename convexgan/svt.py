@@ -118,14 +118,19 @@ class GramAccumulator:
         return self.sum_outer - self.count * (mean[:, None] * mean[None, :])
 
 
+def _descending_eigh(gram, xp):
+    """Eigenvalues (clipped at 0) and eigenvectors of a symmetric matrix, largest first."""
+    eigenvalues, vectors = xp.linalg.eigh(gram)
+    return eigenvalues[::-1].clip(0, None), vectors[:, ::-1]
+
+
 def svt_factor(gram, lam=None, rank=None):
     """The right factor ``B = (S^2 - lam)_+^{1/2} V^T`` (k, d) of ``G*`` from a Gram matrix
     ``X^T X`` (d, d), by one symmetric eigendecomposition; k counts the kept directions.
     ``G* = Q B`` for any Q (n, k) with orthonormal columns. Returns ``(B, lam)``."""
     xp = array_module(gram)
     _check_finite_matrix(gram, "gram", xp)
-    eigenvalues, vectors = xp.linalg.eigh((gram + gram.T) / 2)
-    eigenvalues, vectors = eigenvalues[::-1].clip(0, None), vectors[:, ::-1]
+    eigenvalues, vectors = _descending_eigh((gram + gram.T) / 2, xp)
     kept, lam = threshold_spectrum(eigenvalues, lam, rank)
     k = int((kept > 0).sum())
     return xp.sqrt(kept[:k])[:, None] * vectors[:, :k].T, lam
@@ -144,8 +149,7 @@ def svt_factors(X, lam=None, rank=None):
     _check_finite_matrix(X, "X", xp)
     X64 = X.astype(xp.float64) if xp is np else X
     wide = X.shape[0] < X.shape[1]
-    eigenvalues, vectors = xp.linalg.eigh(X64 @ X64.T if wide else X64.T @ X64)
-    eigenvalues, vectors = eigenvalues[::-1].clip(0, None), vectors[:, ::-1]
+    eigenvalues, vectors = _descending_eigh(X64 @ X64.T if wide else X64.T @ X64, xp)
     kept, lam = threshold_spectrum(eigenvalues, lam, rank)
     k = int((kept > 0).sum())
     s = xp.sqrt(eigenvalues[:k])

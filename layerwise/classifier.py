@@ -116,9 +116,9 @@ class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
         if state is not None:
             layers, self.stages_ = state["layers"], state["stages"]
             log.info("resuming after stage %d of %d from %s", len(self.stages_), len(widths), checkpoint)
+        inputs = self._forward(nn.Sequential(*layers), x)  # the frozen stages' output, carried forward
         for k in range(len(self.stages_), len(widths)):
             start = time.perf_counter()
-            inputs = self._forward(nn.Sequential(*layers), x)
             last = k == len(widths) - 1
             standardize = Standardize(inputs.shape[1])
             standardize.mean.copy_(inputs.mean((0, 2, 3), keepdim=True))
@@ -135,7 +135,9 @@ class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
             if last:
                 layers += list(stage_net)
             else:
-                layers += [standardize, _truncate(block, kept)] + ([nn.AvgPool2d(2)] if downsample[k] else [])
+                added = [standardize, _truncate(block, kept)] + ([nn.AvgPool2d(2)] if downsample[k] else [])
+                layers += added
+                inputs = self._forward(nn.Sequential(*added), inputs)
             record["seconds"] = time.perf_counter() - start
             self.stages_.append(record)
             log.info("stage %d: %d neurons (%d kept), gap %.2g, train %.4f%s, %.1f s", k + 1, record["neurons"], kept,
