@@ -16,8 +16,6 @@ weight decay becomes the nuclear norm of W_p (Pilanci & Ergen 2020, section on C
 ``PooledConvProgram`` is that program for the shared solvers (FISTA, duality-gap certificate);
 the SVD of every W_p gives back the neurons (``ConvBlock`` and a ``nn.Linear`` head).
 """
-import copy
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -50,6 +48,7 @@ def pooled_features(x, gates):
 class PooledConvProgram(ConvexProgram):
     """The program above for ``ConvexProgram``'s solvers. features (P, n, 4D) with D = 9C,
     Y (n, K) one-hot; weights W (D, P, 4K) (quadrant-major columns), intercept (K,)."""
+    TENSORS = ("F", "X", "Y", "mask_weights", "cone_signs")
 
     def __init__(self, features, Y, loss, penalty, fit_intercept=True):
         P, n, QD = features.shape
@@ -87,15 +86,6 @@ class PooledConvProgram(ConvexProgram):
             scores = self.image(W).sum(1, keepdim=True).expand(-1, self.shape[1], -1)
             W = self.adjoint(scores)
         return float(torch.linalg.vector_norm(W)) * 1.05
-
-    def float64(self):
-        if self.F.dtype == torch.float64:
-            return self
-        if not hasattr(self, "_float64"):
-            self._float64 = copy.copy(self)
-            for name in ("F", "X", "Y", "mask_weights"):
-                setattr(self._float64, name, getattr(self, name).double())
-        return self._float64
 
 
 class ConvBlock(nn.Module):

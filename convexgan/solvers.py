@@ -46,6 +46,7 @@ class Certificate:
 class ConvexProgram:
     """The data of one program. X (n, d), masks (n, G) bool, signs (G,), Y (n, c): all tensors on one
     device and dtype (masks bool)."""
+    TENSORS = ("X", "Y", "mask_weights", "cone_signs")  # the data float64() converts
 
     def __init__(self, X, masks, signs, Y, loss, penalty, fit_intercept, cone):
         self.X, self.Y, self.loss, self.penalty = X, Y, loss, penalty
@@ -127,7 +128,7 @@ class ConvexProgram:
             return self
         if not hasattr(self, "_float64"):
             self._float64 = copy.copy(self)
-            for name in ("X", "Y", "mask_weights", "cone_signs"):
+            for name in self.TENSORS:
                 value = getattr(self, name)
                 setattr(self._float64, name, None if value is None else value.double())
         return self._float64
