@@ -15,6 +15,12 @@ weight decay becomes the nuclear norm of W_p (Pilanci & Ergen 2020, section on C
 
 ``PooledConvProgram`` is that program for the shared solvers (FISTA, duality-gap certificate);
 the SVD of every W_p gives back the neurons (``ConvBlock`` and a ``nn.Linear`` head).
+
+Natural image patches are badly conditioned (the pooled features' second moment spans eight
+decades on CIFAR-10), which stalls FISTA. ``patch_whitening`` gives a fixed ZCA matrix A for the
+9C patch coordinates (as in Coates & Ng 2011 and airbench's first layer); the program is then
+solved over ``v`` with ``u = A v``: the same network, with the weight decay measured in whitened
+coordinates, ``lam/2 (||A^{-1} u||^2 + ||head||^2)``.
 """
 import torch
 import torch.nn.functional as F
@@ -45,18 +51,43 @@ def pooled_features(x, gates):
     return torch.stack(blocks, 2).permute(1, 0, 2, 3).reshape(gates.shape[0], N, -1).contiguous()
 
 
+def patch_whitening(features, eps=1e-3):
+    """ZCA matrix A (D, D), symmetric, for features (P, N, 4D): ``(S + eps mean(eig S) I)^{-1/2}``
+    with S the second moment of the D = 9C patch coordinates over patterns, images and quadrants."""
+    P, N, QD = features.shape
+    D = QD // QUADRANTS
+    second = torch.zeros(D, D, dtype=torch.float64, device=features.device)
+    for block in features:  # one pattern at a time: no float64 copy of all features
+        rows = block.reshape(-1, D).double()
+        second += rows.T @ rows
+    eig, V = torch.linalg.eigh(second / (P * N * QUADRANTS))
+    eig = eig.clamp_min(0)
+    return ((V / (eig + eps * eig.mean()).sqrt()) @ V.T).to(features.dtype)
+
+
+def whiten(features, A):
+    """features (P, N, 4D) in the whitened coordinates: every quadrant's D-vector times A."""
+    P, N, QD = features.shape
+    return (features.reshape(P, N, QUADRANTS, -1) @ A).reshape(P, N, QD)
+
+
 class PooledConvProgram(ConvexProgram):
     """The program above for ``ConvexProgram``'s solvers. features (P, n, 4D) with D = 9C,
     Y (n, K) one-hot; weights W (D, P, 4K) (quadrant-major columns), intercept (K,)."""
-    TENSORS = ("F", "X", "Y", "mask_weights", "cone_signs")
+    TENSORS = ("F", "Y", "mask_weights", "cone_signs")
 
     def __init__(self, features, Y, loss, penalty, fit_intercept=True):
         P, n, QD = features.shape
-        self.F, self.X, self.Y, self.loss, self.penalty = features, features, Y, loss, penalty
+        self.F, self.Y, self.loss, self.penalty = features, Y, loss, penalty
         self.fit_intercept, self.cone, self.cone_signs = fit_intercept, False, None
         self.mask_weights = torch.ones(n, P, dtype=features.dtype, device=features.device)
         self.K, self.D = Y.shape[1], QD // QUADRANTS
         self.shape = (self.D, P, QUADRANTS * self.K)
+
+    @property
+    def X(self):
+        """The features, under the name the shared solvers use for the data (no second copy)."""
+        return self.F
 
     def _per_group(self, W):
         """(D, P, 4K) -> (P, 4D, K), rows in the order of the features."""
@@ -103,10 +134,11 @@ class ConvBlock(nn.Module):
         return F.conv2d(x, self.weight, padding=1) * on.to(x.dtype)
 
 
-def recover_block(W, gates, channels, tol=1e-9):
+def recover_block(W, gates, channels, whitening=None, tol=1e-9):
     """Neurons of a solution W (D, P, 4K): ``(ConvBlock, head weight (K, 4m), singular values (m,))``,
     neurons ordered by decreasing singular value; the head weight is in the order of
-    ``nn.Flatten()`` after ``nn.AdaptiveAvgPool2d(2)`` (neuron-major, then quadrant)."""
+    ``nn.Flatten()`` after ``nn.AdaptiveAvgPool2d(2)`` (neuron-major, then quadrant).
+    ``whitening``: the matrix A (D, D) the features were whitened with (filters ``u = A v``)."""
     D, P, QK = W.shape
     K = QK // QUADRANTS
     U, s, Vh = torch.linalg.svd(W.double().transpose(0, 1), full_matrices=False)  # (P, D, r) (P, r) (P, r, 4K)
@@ -115,6 +147,8 @@ def recover_block(W, gates, channels, tol=1e-9):
     pattern, k = pattern[order], k[order]
     root = s[pattern, k].sqrt()
     filters = U[pattern, :, k] * root[:, None]  # (m, D)
+    if whitening is not None:
+        filters = filters @ whitening.to(filters)  # A is symmetric: rows v^T A = (A v)^T
     head = Vh[pattern, k, :] * root[:, None]  # (m, 4K), columns quadrant-major
     m = len(pattern)
     block = ConvBlock(channels, m, P).double()

@@ -1,7 +1,8 @@
 """Layerwise convex classifier: a VGG-style CNN trained one block at a time (Belilovsky et al.
 2019), every block a convex program with a certificate (``convexgan.convolutional``).
 
-Stage k standardizes its input per channel, then fits a gated-ReLU 3 x 3 convolution together with
+Stage k standardizes its input per channel, whitens its 3 x 3 patches (``whiten_eps``; see
+``convexgan.convolutional.patch_whitening``), then fits a gated-ReLU 3 x 3 convolution together with
 an auxiliary head (2 x 2 average pooling and a linear layer) by solving the convex program of
 ``PooledConvProgram`` over ``n_patterns[k]`` sampled convolutional gates. The block is frozen,
 its ``widths[k]`` strongest neurons (largest singular values) feed the next stage, after 2 x 2
@@ -20,7 +21,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from torch import nn
 
 from convexgan import losses, solvers
-from convexgan.convolutional import ConvBlock, PooledConvProgram, pooled_features, recover_block
+from convexgan.convolutional import (ConvBlock, PooledConvProgram, patch_whitening, pooled_features, recover_block,
+                                     whiten)
 from convexgan.patterns import conv_patterns
 from convexgan.penalties import NuclearNorm
 from convexgan.validation import check_positive, check_positive_int
@@ -60,21 +62,24 @@ class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
     Parameters: ``widths`` neurons each block passes on (its output channels); ``n_patterns``
     sampled gates per block (default: ``widths``); ``downsample`` 2 x 2 average pooling after each
     block but the last (default: all True); ``lam`` weight decay; ``tol`` relative duality gap and
-    ``max_iter`` FISTA iterations per block; ``batch`` images per feature chunk; ``seed``;
+    ``max_iter`` FISTA iterations per block; ``whiten_eps`` the ZCA regularizer of the patch
+    whitening, relative to the mean eigenvalue (None: no whitening; the weight decay is then on
+    the raw filters, and FISTA is far slower on natural images); ``seed``;
     ``device``; ``dtype`` of the solves ("float32": certificates are confirmed in float64).
 
     Learned: ``classes_``, ``network_`` (``nn.Sequential``), ``stages_`` (per stage: seconds,
     train accuracy, certificate), ``n_channels_in_``.
     """
 
-    def __init__(self, widths=(64, 64), n_patterns=None, downsample=None, lam=1e-3, tol=1e-3, max_iter=300,
-                 seed=0, device="cpu", dtype="float32"):
+    def __init__(self, widths=(64, 64), n_patterns=None, downsample=None, lam=1e-2, tol=1e-3, max_iter=300,
+                 whiten_eps=1e-3, seed=0, device="cpu", dtype="float32"):
         self.widths = widths
         self.n_patterns = n_patterns
         self.downsample = downsample
         self.lam = lam
         self.tol = tol
         self.max_iter = max_iter
+        self.whiten_eps = whiten_eps
         self.seed = seed
         self.device = device
         self.dtype = dtype
@@ -89,6 +94,8 @@ class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError(f"widths, n_patterns and downsample need one value per stage ({len(widths)}).")
         check_positive(self.lam, "lam")
         check_positive(self.tol, "tol")
+        if self.whiten_eps is not None:
+            check_positive(self.whiten_eps, "whiten_eps")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}.")
         return widths, patterns, downsample
@@ -158,11 +165,16 @@ class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
         _, gates = conv_patterns(inputs[:128].double(), n_patterns, seed=self.seed + k)  # duplicates checked on a subset
         gates = gates.to(inputs.dtype)
         features = torch.cat([pooled_features(chunk, gates) for chunk in inputs.split(1024)], 1)
+        whitening = None
+        if self.whiten_eps is not None:
+            whitening = patch_whitening(features, self.whiten_eps)
+            features = whiten(features, whitening)
         program = PooledConvProgram(features.to(self.device, dtype), Y.to(self.device, dtype),
                                     losses.CrossEntropyLoss(), NuclearNorm(self.lam))
         W, b = program.zeros()
         W, b, cert, n_iter = solvers.solve_gated(program, W, b, self.tol, self.max_iter)
-        block, head, _ = recover_block(W.double().cpu(), gates.double(), inputs.shape[1])
+        block, head, _ = recover_block(W.double().cpu(), gates.double(), inputs.shape[1],
+                                       None if whitening is None else whitening.double())
         return block.float(), head.float(), b.float().cpu(), cert, n_iter
 
     @staticmethod

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from convexgan import losses, solvers
-from convexgan.convolutional import PooledConvProgram, pooled_features, recover_block
+from convexgan.convolutional import PooledConvProgram, patch_whitening, pooled_features, recover_block, whiten
 from convexgan.patterns import conv_patterns
 from convexgan.penalties import NuclearNorm
 
@@ -26,8 +26,8 @@ def brute_force_features(x, gates):
     return out
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_block_matches_cvxpy_and_its_recovered_network(seed):
+@pytest.mark.parametrize("seed,whitened", [(0, False), (1, False), (2, False), (3, True), (4, True)])
+def test_block_matches_cvxpy_and_its_recovered_network(seed, whitened):
     rng = np.random.default_rng(seed)
     N, C, H, K, lam = 12, 2, 4, 3, 0.05
     x = torch.tensor(rng.standard_normal((N, C, H, H)))
@@ -36,6 +36,10 @@ def test_block_matches_cvxpy_and_its_recovered_network(seed):
     features = pooled_features(x, gates)
     brute = brute_force_features(x.numpy(), gates.numpy())
     np.testing.assert_allclose(features.numpy(), brute.reshape(len(gates), N, -1), atol=1e-12)
+    A = None
+    if whitened:  # the program over v, u = A v: CVXPY sees the brute-force patches times A
+        A = patch_whitening(features, 1e-3)
+        features, brute = whiten(features, A), brute @ A.numpy()
 
     program = PooledConvProgram(features, torch.tensor(np.eye(K)[y]), losses.CrossEntropyLoss(), NuclearNorm(lam))
     W, b = program.zeros()
@@ -51,10 +55,22 @@ def test_block_matches_cvxpy_and_its_recovered_network(seed):
     assert cert.primal == pytest.approx(problem.value, rel=1e-5)
     assert cert.dual <= problem.value * (1 + 1e-7)
 
-    block, head, _ = recover_block(W, gates, C)
+    block, head, _ = recover_block(W, gates, C, A)
     linear = nn.Linear(head.shape[1], K).double()
     with torch.no_grad():
         linear.weight.copy_(head)
         linear.bias.copy_(b)
     network = nn.Sequential(block, nn.AdaptiveAvgPool2d(2), nn.Flatten(), linear)
     torch.testing.assert_close(network(x), program.predict(program.image(W), b), atol=1e-6, rtol=1e-6)
+
+
+def test_patch_whitening_whitens_the_second_moment():
+    rng = np.random.default_rng(0)
+    mixing = torch.tensor(rng.standard_normal((18, 18)) * np.logspace(0, -3, 18))  # eigenvalues over 6 decades
+    x = torch.tensor(rng.standard_normal((40, 2, 6, 6)))
+    _, gates = conv_patterns(x, 4, seed=0)
+    features = pooled_features(x, gates).reshape(4, 40, 4, 18) @ mixing
+    A = patch_whitening(features.reshape(4, 40, -1), eps=1e-13)
+    rows = whiten(features.reshape(4, 40, -1), A).reshape(-1, 18)
+    torch.testing.assert_close(rows.T @ rows / len(rows), torch.eye(18, dtype=rows.dtype), atol=1e-5, rtol=0)
+    torch.testing.assert_close(A, A.T)
