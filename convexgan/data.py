@@ -238,14 +238,31 @@ def _torchvision_cifar10(root, train, limit_per_class):
     return X, y
 
 
-def labelled_images(name, root=None, limit_per_class=None, test_limit_per_class=None, seed=0):
+def resize_images(X, size):
+    """uint8 images (N, H, W, C) resized to (N, size, size, C), bilinear (PIL, per image)."""
+    if X.shape[1:3] == (size, size):
+        return X
+    squeeze = X.shape[3] == 1
+    out = [np.asarray(Image.fromarray(x[..., 0] if squeeze else x).resize((size, size), Image.Resampling.BILINEAR))
+           for x in X]
+    out = np.stack(out)
+    return out[..., None] if squeeze else out
+
+
+def labelled_images(name, root=None, limit_per_class=None, test_limit_per_class=None, seed=0, size=None):
     """A classification set as ``LabelledImages``.
 
     ``name``: "digits" (scikit-learn's 1,797 8 x 8 grey digits, embedded; a stratified 80/20 split
     by ``seed``), "cifar10" (``root`` an ImageFolder layout ``train/<class>/``, ``test/<class>/``,
     default ``data_root()/cifar10``, or a torchvision ``CIFAR10`` root holding
     ``cifar-10-batches-py``) or "folder" (any ImageFolder layout with train/ and test/).
-    ``limit_per_class`` keeps the first images of every class (file-name order)."""
+    ``limit_per_class`` keeps the first images of every class (file-name order); ``size`` resizes
+    every image to size x size (e.g. 28 for the digits at MNIST's resolution)."""
+    if size is not None:
+        if int(size) != size or size < 4:
+            raise ValueError(f"size must be an integer of at least 4 pixels, got {size!r}.")
+        data = labelled_images(name, root, limit_per_class, test_limit_per_class, seed)
+        return data._replace(X_train=resize_images(data.X_train, size), X_test=resize_images(data.X_test, size))
     if name == "digits":
         from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split

@@ -1,7 +1,8 @@
 """Train a VGG-style classifier two layers at a time, every block a certified convex program.
 
-    python scripts/train_layerwise.py                       # scikit-learn's digits, embedded
-    python scripts/train_layerwise.py --dataset cifar10 --limit-per-class 1000 --widths 64,32
+    python scripts/train_layerwise.py                       # scikit-learn's digits, embedded (8 x 8)
+    python scripts/train_layerwise.py --size 28             # the same digits at MNIST's 28 x 28
+    python scripts/train_layerwise.py --dataset cifar10 --limit-per-class 1000 --widths 32,64
 
 --dataset cifar10 reads an ImageFolder layout (default $CONVEXGAN_DATA/cifar10) or a torchvision
 CIFAR10 root; --dataset folder any ImageFolder layout with train/ and test/ (grey or RGB, any
@@ -34,10 +35,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="digits", choices=["digits", "cifar10", "folder"])
     parser.add_argument("--data-root", default=None)
+    parser.add_argument("--size", type=int, default=None, help="resize every image to SIZE x SIZE pixels")
     parser.add_argument("--stages", type=int, default=None, help="number of blocks (default: as many as --widths)")
     parser.add_argument("--widths", type=integers, default=[32, 64], help="neurons each block passes on")
     parser.add_argument("--patterns", type=integers, default=None, help="sampled gates per block (default: widths)")
-    parser.add_argument("--lam", type=float, default=1e-3)
+    parser.add_argument("--lam", type=float, default=1e-2, help="weight decay (on the whitened filters)")
+    parser.add_argument("--whiten-eps", type=float, default=1e-3,
+                        help="ZCA regularizer of the 3 x 3 patch whitening; 0 turns whitening off")
     parser.add_argument("--tol", type=float, default=1e-3)
     parser.add_argument("--max-iter", type=int, default=300, help="FISTA iterations per block")
     parser.add_argument("--limit-per-class", type=int, default=None, help="training images per class")
@@ -53,11 +57,13 @@ def main(argv=None):
     widths = args.widths if len(args.widths) == stages else (args.widths + [args.widths[-1]] * stages)[:stages]
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     try:
-        data = labelled_images(args.dataset, args.data_root, args.limit_per_class, args.test_limit_per_class, args.seed)
+        data = labelled_images(args.dataset, args.data_root, args.limit_per_class, args.test_limit_per_class, args.seed,
+                               args.size)
         X_train, y_train = data.X_train, data.y_train
         if args.augment == "flip":
             X_train, y_train = np.concatenate([X_train, X_train[:, :, ::-1]]), np.concatenate([y_train, y_train])
         model = LayerwiseConvexClassifier(widths=widths, n_patterns=args.patterns, lam=args.lam, tol=args.tol,
+                                          whiten_eps=args.whiten_eps or None,
                                           max_iter=args.max_iter, seed=args.seed, device=device)
         log.info("%s: %d train / %d test images of %s, %d classes; blocks %s", args.dataset, len(X_train),
                  len(data.X_test), "x".join(map(str, data.X_train.shape[1:])), len(data.classes), widths)
