@@ -7,7 +7,8 @@ better) between samples and the held-out images of the same split train_celeba.p
 --dataset, --data-root, --holdout), next to the best rank-k linear generator (a Gaussian on the
 top --baseline-rank principal directions of the training faces) and the training faces
 themselves; and the median nearest-neighbour distance to the training set of samples and of
-held-out faces (samples much closer than held-out faces are memorized).
+held-out faces (samples much closer than held-out faces are memorized). Figures are the mean
+(and standard deviation) over --repeats sample seeds: one seed's MS-SWD moves by about 1.
 """
 import argparse
 import json
@@ -16,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from convexgan.data import face_dataset  # noqa: E402
@@ -36,8 +38,11 @@ def main(argv=None):
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--baseline-rank", type=int, default=175)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3, help="sample seeds to average over (seed, seed + 1, ...)")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        raise SystemExit(f"error: --repeats must be at least 1, got {args.repeats}.")
     try:
         generator, config, _ = load_checkpoint(args.checkpoint)
         data = face_dataset(args.dataset, args.data_root, generator.resolution, args.holdout, args.limit)
@@ -49,18 +54,26 @@ def main(argv=None):
         raise SystemExit("error: no held-out images: use --holdout > 0.")
     train, test = as_tensor(data.train), as_tensor(data.test)
     n = len(test)
-    rows = {
-        "convex progressive GAN": generator.sample(n, seed=args.seed),
-        f"linear rank-{args.baseline_rank} Gaussian": pca_generator(data.train, args.baseline_rank).sample(n, seed=args.seed),
-        "training faces (floor)": train[torch.randperm(len(train), generator=torch.Generator().manual_seed(args.seed))[:n]],
-    }
-    results = {name: evaluate_samples(images, train, test) for name, images in rows.items()}
-    print(f"{n} held-out images of {data.description}")
-    print(f"{'generator':32s} {'MS-SWD':>8s}  {'per level (fine -> coarse)':28s} {'NN dist':>8s}")
+    baseline = pca_generator(data.train, args.baseline_rank)
+    names = ["convex progressive GAN", f"linear rank-{args.baseline_rank} Gaussian", "training faces (floor)"]
+    runs = {name: [] for name in names}
+    for seed in range(args.seed, args.seed + args.repeats):  # fresh samples and projections each time
+        shuffled = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+        samples = [generator.sample(n, seed=seed), baseline.sample(n, seed=seed), train[shuffled[:n]]]
+        for name, images in zip(names, samples):
+            runs[name].append(evaluate_samples(images, train, test, seed=seed))
+    results = {name: {"ms_swd": float(np.mean([r["ms_swd"] for r in rs])),
+                      "ms_swd_std": float(np.std([r["ms_swd"] for r in rs], ddof=1)) if len(rs) > 1 else 0.0,
+                      "ms_swd_levels": np.mean([r["ms_swd_levels"] for r in rs], 0).tolist(),
+                      "nn_samples": float(np.mean([r["nn_samples"] for r in rs])), "nn_test": rs[0]["nn_test"],
+                      "runs": rs}
+               for name, rs in runs.items()}
+    print(f"{n} held-out images of {data.description}; mean (std) over {args.repeats} sample seeds")
+    print(f"{'generator':32s} {'MS-SWD':>15s}  {'per level (fine -> coarse)':28s} {'NN dist':>8s}")
     for name, r in results.items():
         levels = " ".join(f"{v:6.1f}" for v in r["ms_swd_levels"])
-        print(f"{name:32s} {r['ms_swd']:8.2f}  {levels:28s} {r['nn_samples']:8.4f}")
-    print(f"held-out faces' median NN distance to the training set: {next(iter(results.values()))['nn_test']:.4f}")
+        print(f"{name:32s} {r['ms_swd']:7.2f} ({r['ms_swd_std']:5.2f})  {levels:28s} {r['nn_samples']:8.4f}")
+    print(f"held-out faces' median NN distance to the training set: {results[names[0]]['nn_test']:.4f}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 
