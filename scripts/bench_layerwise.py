@@ -123,6 +123,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
+    if args.budget_factor <= 0:
+        raise SystemExit(f"error: --budget-factor must be positive, got {args.budget_factor}.")
     try:
         data = labelled_images(args.dataset, args.data_root, args.limit_per_class, args.test_limit_per_class,
                                args.seed, args.size)
