@@ -38,6 +38,14 @@ class Standardize(nn.Module):
         self.register_buffer("mean", torch.zeros(1, channels, 1, 1))
         self.register_buffer("std", torch.ones(1, channels, 1, 1))
 
+    @classmethod
+    def fitted(cls, x):
+        """The layer with the per-channel mean and std (floored at 1e-6) of images x (N, C, H, W)."""
+        layer = cls(x.shape[1])
+        layer.mean.copy_(x.mean((0, 2, 3), keepdim=True))
+        layer.std.copy_(x.std((0, 2, 3), keepdim=True).clamp_min(1e-6))
+        return layer
+
     def forward(self, x):
         return (x - self.mean) / self.std
 
@@ -127,9 +135,7 @@ class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
         for k in range(len(self.stages_), len(widths)):
             start = time.perf_counter()
             last = k == len(widths) - 1
-            standardize = Standardize(inputs.shape[1])
-            standardize.mean.copy_(inputs.mean((0, 2, 3), keepdim=True))
-            standardize.std.copy_(inputs.std((0, 2, 3), keepdim=True).clamp_min(1e-6))
+            standardize = Standardize.fitted(inputs)
             block, head, bias, cert, n_iter = self._fit_block(standardize(inputs), Y, patterns[k], k)
             kept = block.weight.shape[0] if last else min(widths[k], block.weight.shape[0])
             stage_net = nn.Sequential(standardize, block, nn.AdaptiveAvgPool2d(2), nn.Flatten(), _linear(head, bias))

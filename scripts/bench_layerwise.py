@@ -32,13 +32,6 @@ from layerwise.classifier import LayerwiseConvexClassifier, Standardize, as_imag
 log = logging.getLogger("bench_layerwise")
 
 
-def standardizer(x):
-    layer = Standardize(x.shape[1])
-    layer.mean.copy_(x.mean((0, 2, 3), keepdim=True))
-    layer.std.copy_(x.std((0, 2, 3), keepdim=True).clamp_min(1e-6))
-    return layer
-
-
 @torch.no_grad()
 def accuracy(network, x, y, batch=500):
     network.eval()
@@ -72,7 +65,7 @@ def greedy_sgd(x, y, x_test, y_test, widths, downsample, stage_seconds, hidden, 
     torch.manual_seed(seed)
     frozen, inputs, records, total = [], x, [], 0.0
     for k, (width, seconds) in enumerate(zip(widths, stage_seconds)):
-        norm = standardizer(inputs)
+        norm = Standardize.fitted(inputs)
         block = nn.Sequential(norm, nn.Conv2d(inputs.shape[1], width, 3, padding=1), nn.ReLU())
         head = nn.Sequential(nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(4 * width, hidden), nn.ReLU(),
                              nn.Linear(hidden, int(y.max()) + 1))
@@ -96,7 +89,7 @@ def greedy_sgd(x, y, x_test, y_test, widths, downsample, stage_seconds, hidden, 
 def end_to_end_sgd(x, y, x_test, y_test, widths, seconds, seed):
     """The same stack trained jointly; its (seconds, test accuracy) curve."""
     torch.manual_seed(seed)
-    layers, channels = [standardizer(x)], x.shape[1]
+    layers, channels = [Standardize.fitted(x)], x.shape[1]
     for k, width in enumerate(widths):
         layers += [nn.Conv2d(channels, width, 3, padding=1), nn.ReLU()]
         layers += [nn.AvgPool2d(2)] if k < len(widths) - 1 else []
