@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .solvers import ConvexProgram
+from .validation import check_positive
 
 QUADRANTS = 4  # the head pools to 2 x 2
 
@@ -51,9 +52,18 @@ def pooled_features(x, gates):
     return torch.stack(blocks, 2).permute(1, 0, 2, 3).reshape(gates.shape[0], N, -1).contiguous()
 
 
+def _check_features(features):
+    if features.ndim != 3 or features.shape[2] % QUADRANTS or 0 in features.shape:
+        raise ValueError(f"features must be pooled_features' (P, N, 4D) output, got shape {tuple(features.shape)}.")
+    if not torch.isfinite(features).all():
+        raise ValueError("features contain NaN or inf: check the images they were computed from.")
+
+
 def patch_whitening(features, eps=1e-3):
     """ZCA matrix A (D, D), symmetric, for features (P, N, 4D): ``(S + eps mean(eig S) I)^{-1/2}``
     with S the second moment of the D = 9C patch coordinates over patterns, images and quadrants."""
+    _check_features(features)
+    check_positive(eps, "eps")
     P, N, QD = features.shape
     D = QD // QUADRANTS
     second = torch.zeros(D, D, dtype=torch.float64, device=features.device)
@@ -67,7 +77,11 @@ def patch_whitening(features, eps=1e-3):
 
 def whiten(features, A):
     """features (P, N, 4D) in the whitened coordinates: every quadrant's D-vector times A."""
+    _check_features(features)
     P, N, QD = features.shape
+    if tuple(A.shape) != (QD // QUADRANTS,) * 2:
+        raise ValueError(f"A must be ({QD // QUADRANTS}, {QD // QUADRANTS}) for features of width {QD}, "
+                         f"got {tuple(A.shape)}: use patch_whitening(features).")
     return (features.reshape(P, N, QUADRANTS, -1) @ A).reshape(P, N, QD)
 
 

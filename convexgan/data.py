@@ -240,6 +240,10 @@ def _torchvision_cifar10(root, train, limit_per_class):
 
 def resize_images(X, size):
     """uint8 images (N, H, W, C) resized to (N, size, size, C), bilinear (PIL, per image)."""
+    if X.dtype != np.uint8 or X.ndim != 4 or X.shape[3] not in (1, 3):
+        raise ValueError(f"images must be uint8 (N, H, W, 1 or 3), got {X.dtype} of shape {X.shape}.")
+    if int(size) != size or size < 1:
+        raise ValueError(f"size must be a positive integer number of pixels, got {size!r}.")
     if X.shape[1:3] == (size, size):
         return X
     squeeze = X.shape[3] == 1

@@ -73,3 +73,11 @@ def test_digits_resized_to_mnist_resolution():
     np.testing.assert_allclose(large.X_test.mean((1, 2, 3)), small.X_test.mean((1, 2, 3)), atol=4)
     with pytest.raises(ValueError, match="size must be an integer"):
         labelled_images("digits", size=2)
+
+
+def test_resize_images_rejects_bad_input():
+    from convexgan.data import resize_images
+    with pytest.raises(ValueError, match="uint8"):
+        resize_images(np.zeros((2, 8, 8, 1)), 16)
+    with pytest.raises(ValueError, match="positive integer"):
+        resize_images(np.zeros((2, 8, 8, 1), np.uint8), 0)

@@ -74,3 +74,15 @@ def test_patch_whitening_whitens_the_second_moment():
     rows = whiten(features.reshape(4, 40, -1), A).reshape(-1, 18)
     torch.testing.assert_close(rows.T @ rows / len(rows), torch.eye(18, dtype=rows.dtype), atol=1e-5, rtol=0)
     torch.testing.assert_close(A, A.T)
+
+
+def test_whitening_rejects_bad_input():
+    features = torch.randn(2, 5, 4 * 9)
+    with pytest.raises(ValueError, match=r"\(P, N, 4D\)"):
+        patch_whitening(torch.randn(2, 5, 7))
+    with pytest.raises(ValueError, match="eps must be"):
+        patch_whitening(features, eps=0)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        patch_whitening(features.clone().index_fill_(0, torch.tensor([1]), float("nan")))
+    with pytest.raises(ValueError, match=r"A must be \(9, 9\)"):
+        whiten(features, torch.eye(8))
