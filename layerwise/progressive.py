@@ -204,8 +204,8 @@ class ProgressiveTrainer:
     that a resume on other data is refused.
     """
 
-    def __init__(self, layers=4, rank=64, lam=1e-4, n_patterns=64, n_patches=10000, activation="gated",
-                 tol=1e-2, max_iter=3000, seed=0, device="cpu", data=""):
+    def __init__(self, layers=4, rank=64, lam=3e-5, n_patterns=64, n_patches=10000, activation="gated",
+                 tol=1e-2, max_iter=5000, seed=0, device="cpu", data=""):
         self.layers = check_positive_int(layers, "layers")
         if layers > MAX_LAYERS:
             raise ValueError(f"layers={layers}: at most {MAX_LAYERS} ({stage_resolution(MAX_LAYERS)} px) are supported.")

@@ -42,7 +42,8 @@ def parse_args(argv=None):
     parser.add_argument("--limit", type=int, default=None, help="use at most this many images")
     parser.add_argument("--rank", type=ranks, default=64,
                         help="noise dimension (kept SVT rank) of every stage, or one per stage: 192,128,64,16")
-    parser.add_argument("--lam", type=float, default=1e-4, help="weight decay of the convex fits")
+    parser.add_argument("--lam", type=float, default=3e-5,
+                        help="weight decay of the convex patch fits (larger: smoother, blurrier detail)")
     parser.add_argument("--patterns", type=int, default=64, help="sampled gates per output of each fit")
     parser.add_argument("--patches", type=int, default=10000, help="patches each convex fit sees")
     parser.add_argument("--tol", type=float, default=1e-2, help="relative duality gap of each fit")
