@@ -105,11 +105,11 @@ def nearest_neighbour_distance(samples, train, batch=1024):
 
 
 def evaluate_samples(samples, train, test, seed=0):
-    """MS-SWD of ``samples`` against held-out real images ``test``, and the memorization check:
-    median nearest-neighbour distance to ``train`` of the samples and of ``test`` (uint8 or [0, 1]
-    images (N, C, r, r)). Uses as many samples as there are test images."""
+    """MS-SWD of ``samples`` against held-out real images ``test``, and the samples' median
+    nearest-neighbour distance to ``train`` (uint8 or [0, 1] images (N, C, r, r)); compare the
+    latter with ``nearest_neighbour_distance(test, train).median()``, which does not depend on the
+    samples. Uses as many samples as there are test images."""
     samples, test = _as_images(samples, "samples"), _as_images(test, "test")
     per_level, mean = ms_swd(samples, test, seed=seed)
     return {"ms_swd": mean, "ms_swd_levels": per_level,
-            "nn_samples": float(nearest_neighbour_distance(samples[:len(test)], train).median()),
-            "nn_test": float(nearest_neighbour_distance(test, train).median())}
+            "nn_samples": float(nearest_neighbour_distance(samples[:len(test)], train).median())}
