@@ -2,10 +2,11 @@
 
 The core: activation patterns of hyperplane arrangements, convex two-layer ReLU and gated-ReLU
 programs (squared, logistic and cross-entropy losses; scalar and vector outputs), their solvers
-and duality-gap certificates, regularization paths, and recovery into ``torch.nn`` modules; the closed-form convex-GAN generator (``svt``), also from a
+(a semismooth Newton augmented Lagrangian, ``ssnal``, and FISTA) and duality-gap certificates, regularization paths, and recovery into ``torch.nn`` modules; the closed-form convex-GAN generator (``svt``), also from a
 streamed Gram matrix (``GramAccumulator``, ``svt_factor``), a convex fit of a two-layer ReLU
 generator to it (``fit_relu_generator``), and sample-quality metrics (``ms_swd``).
 """
+from . import losses, solvers, ssnal
 from .losses import CrossEntropyLoss, LogisticLoss, SquaredLoss
 from .models import ConvexReLU, ConvexReLUClassifier
 from .networks import TwoLayerGatedReLU, TwoLayerReLU

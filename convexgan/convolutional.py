@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .recovery import shared_neurons
 from .solvers import ConvexProgram
 from .validation import check_positive
 
@@ -148,22 +149,17 @@ class ConvBlock(nn.Module):
         return F.conv2d(x, self.weight, padding=1) * on.to(x.dtype)
 
 
-def recover_block(W, gates, channels, whitening=None, tol=1e-9):
+def recover_block(W, gates, channels, whitening=None, precision=torch.float32):
     """Neurons of a solution W (D, P, 4K): ``(ConvBlock, head weight (K, 4m), singular values (m,))``,
-    neurons ordered by decreasing singular value; the head weight is in the order of
-    ``nn.Flatten()`` after ``nn.AdaptiveAvgPool2d(2)`` (neuron-major, then quadrant).
+    neurons ordered by decreasing singular value (``recovery.shared_neurons``, for a solve computed
+    in ``precision``); the head weight is in the order of ``nn.Flatten()`` after
+    ``nn.AdaptiveAvgPool2d(2)`` (neuron-major, then quadrant).
     ``whitening``: the matrix A (D, D) the features were whitened with (filters ``u = A v``)."""
     D, P, QK = W.shape
     K = QK // QUADRANTS
-    U, s, Vh = torch.linalg.svd(W.double().transpose(0, 1), full_matrices=False)  # (P, D, r) (P, r) (P, r, 4K)
-    pattern, k = torch.nonzero(s > tol * s.max().clamp_min(1e-300), as_tuple=True)
-    order = torch.argsort(s[pattern, k], descending=True)
-    pattern, k = pattern[order], k[order]
-    root = s[pattern, k].sqrt()
-    filters = U[pattern, :, k] * root[:, None]  # (m, D)
+    pattern, filters, head, singular = shared_neurons(W, precision)  # (m,) (m, D) (m, 4K) (m,)
     if whitening is not None:
         filters = filters @ whitening.to(filters)  # A is symmetric: rows v^T A = (A v)^T
-    head = Vh[pattern, k, :] * root[:, None]  # (m, 4K), columns quadrant-major
     m = len(pattern)
     block = ConvBlock(channels, m, P).double()
     with torch.no_grad():
@@ -171,4 +167,4 @@ def recover_block(W, gates, channels, whitening=None, tol=1e-9):
         block.gates.copy_(gates)
         block.pattern.copy_(pattern)
     head = head.reshape(m, QUADRANTS, K).permute(2, 0, 1).reshape(K, m * QUADRANTS)
-    return block, head, s[pattern, k]
+    return block, head, singular

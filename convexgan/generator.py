@@ -5,23 +5,30 @@ the vector-output convex program of ``ConvexReLU`` in which every output has its
 
     min  1/(2n) ||sum_i D_i Z V_i + b - G||_F^2 + lam sum_{i,k} ||V_i[:, k]||
 
-That program separates over the output columns, so it is solved one column at a time (each a
-scalar program; gated ones are preconditioned) and the networks are stacked. As ``lam -> 0`` the
-solution tends to the minimum-norm interpolant ``min sum ||V_i[:, k]|| s.t. sum_i D_i Z V_i + b = G``
-when the patterns can represent G. ``activation="relu"`` is the exact ReLU program (cone
-constraints; fine for small problems), ``"gated"`` fixes each neuron's gate to its sampled
-pattern (unconstrained, fast; what the progressive trainer uses).
+``"gated"`` fixes each neuron's gate to its sampled pattern (unconstrained; what the progressive
+trainer uses): all outputs are one program over the same patterns, solved by the Newton solver
+(``ssnal``; for a stage's patch fit, n >> d P, its Newton systems live in the space of the active
+groups and come from one Gram matrix of the masked design), or by FISTA where that does not
+apply. ``activation="relu"`` is the exact ReLU program (cone constraints; fine for small
+problems), which separates over the output columns and is solved one column at a time. As
+``lam -> 0`` the solution tends to the minimum-norm interpolant
+``min sum ||V_i[:, k]|| s.t. sum_i D_i Z V_i + b = G`` when the patterns can represent G.
 """
 import logging
+import warnings
 from typing import NamedTuple
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .models import ConvexReLU
+from . import losses, solvers, ssnal
+from .models import DTYPES, ConvexReLU
 from .networks import TwoLayerGatedReLU, TwoLayerReLU
-from .validation import check_X_y
+from .patterns import sample_patterns
+from .penalties import GroupL2
+from .recovery import separate_neurons
+from .validation import check_choice, check_positive, check_positive_int, check_X_y
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +49,15 @@ def fit_relu_generator(Z, G, lam=1e-4, n_patterns=64, activation="relu", tol=1e-
     """Two-layer (gated) ReLU generator from inputs Z (n, m) (noise, or image patches) to
     targets G (n, c), e.g. the rows of ``svt``'s G*. Returns the recovered ``TwoLayerReLU``
     (``TwoLayerGatedReLU`` for "gated"), a ``torch.nn.Module`` in float64 on the CPU mapping
-    (n, m) to (n, c); its ``certificate`` attribute is the fit's ``GeneratorFit``."""
+    (n, m) to (n, c); its ``certificate`` attribute is the fit's ``GeneratorFit``. ``max_iter``
+    counts Newton steps for the gated program (gradient steps where FISTA solves it)."""
     Z, G = check_X_y(Z, G)
     G = G.reshape(len(G), -1)
+    check_choice(activation, "activation", {"relu", "gated"})
+    check_positive(lam, "lam")
+    if activation == "gated":
+        return _fit_gated(Z, G, lam, check_positive_int(n_patterns, "n_patterns"), tol, max_iter, seed, device,
+                          dtype)
     models = []
     for k in tqdm(range(G.shape[1]), desc="fitting generator outputs", unit="output", disable=not progress):
         models.append(ConvexReLU(lam=lam, n_patterns=n_patterns, activation=activation, tol=tol,
@@ -55,9 +68,46 @@ def fit_relu_generator(Z, G, lam=1e-4, n_patterns=64, activation="relu", tol=1e-
     fit = GeneratorFit(primal, dual, (primal - dual) / max(abs(primal), 1e-300),
                        max(model.cone_violation_ for model in models), network.hidden.weight.shape[0],
                        sum(model.n_iter_ for model in models))
+    return _finish(network, fit, all(model.converged_ for model in models), G.shape[1], max_iter, tol)
+
+
+def _fit_gated(Z, G, lam, n_patterns, tol, max_iter, seed, device, dtype):
+    """The gated program of all outputs at once: ``GroupL2`` over every (pattern, output)."""
+    masks, gates = sample_patterns(Z, n_patterns, seed=seed)
+    program = _gated_program(Z, masks, G, lam, torch.float64, device)  # the Newton solver works in float64
+    if ssnal.supports(program):
+        precision = torch.float64
+        W, b, cert, n_iter = ssnal.solve_ssnal(program, *program.zeros(), tol, max_iter)
+    else:
+        precision = DTYPES[dtype]
+        program = _gated_program(Z, masks, G, lam, precision, device)
+        W, b, cert, n_iter = solvers.solve_gated(program, *program.zeros(), tol, max_iter)
+    group, k, hidden, root = separate_neurons(W.cpu(), precision)
+    with warnings.catch_warnings():  # a network with no neurons is legitimate: lam above lam_max
+        warnings.filterwarnings("ignore", "Initializing zero-element tensors")
+        network = TwoLayerGatedReLU(Z.shape[1], len(group), G.shape[1]).double()
+    output = torch.zeros(G.shape[1], len(group), dtype=torch.float64)
+    output[k, torch.arange(len(group))] = root
+    with torch.no_grad():
+        network.hidden.weight.copy_(hidden)
+        network.output.weight.copy_(output)
+        network.output.bias.copy_(b.double().cpu())
+        network.gates.copy_(torch.as_tensor(gates)[:, group])
+    fit = GeneratorFit(cert.primal, cert.dual, cert.gap, 0.0, len(group), n_iter)
+    return _finish(network.requires_grad_(False), fit, cert.gap <= tol, G.shape[1], max_iter, tol)
+
+
+def _gated_program(Z, masks, G, lam, dtype, device):
+    def tensor(array):
+        return torch.as_tensor(array, dtype=dtype, device=device)
+    return solvers.ConvexProgram(tensor(Z), torch.as_tensor(masks, device=device), tensor(np.ones(masks.shape[1])),
+                                 tensor(G), losses.SquaredLoss(), GroupL2(lam), True, cone=False)
+
+
+def _finish(network, fit, converged, n_outputs, max_iter, tol):
     log.info("generator fit: %d outputs, %d neurons, objective %.4g, relative gap %.2g, %d iterations",
-             G.shape[1], fit.n_neurons, fit.objective, fit.gap, fit.n_iter)
-    if not all(model.converged_ for model in models):
+             n_outputs, fit.n_neurons, fit.objective, fit.gap, fit.n_iter)
+    if not converged:
         log.warning("generator fit stopped at max_iter=%d above tol=%.2g (gap %.2g, cone violation %.2g): "
                     "raise max_iter or lam.", max_iter, tol, fit.gap, fit.cone_violation)
     network.certificate = fit

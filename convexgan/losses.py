@@ -1,9 +1,11 @@
 """Data-fitting terms F(Z) of predictions Z (n, c) against targets Y (n, c), averaged over samples.
 
 Each loss gives its value, its gradient, and its convex conjugate F*, so that any dual point
-``Theta`` yields the lower bound ``-F*(Theta)`` used by the duality-gap certificate. The dual
-points the solvers use are ``alpha * grad(Z, Y)`` with ``0 <= alpha <= 1``, always inside the
-conjugate's domain.
+``Theta`` yields the lower bound ``-F*(Theta)`` used by the duality-gap certificate (``+inf``
+outside the conjugate's domain). The dual points the solvers use are ``alpha * grad(Z, Y)`` with
+``0 <= alpha <= 1``, always inside the domain. Losses whose conjugate is smooth on its domain
+(squared, logistic) also give its gradient and diagonal Hessian (``conjugate_grad``,
+``conjugate_hessian``): the curvature the Newton solver (``ssnal``) works with.
 """
 import torch
 import torch.nn.functional as nnf
@@ -18,6 +20,18 @@ class Loss:
 
     def conjugate(self, Theta, Y):
         raise NotImplementedError
+
+    def conjugate_grad(self, Theta, Y):
+        """The gradient of F* at Theta (n, c): the prediction Z whose gradient is Theta."""
+        raise NotImplementedError(f"{type(self).__name__} has no smooth conjugate: use a first-order solver.")
+
+    def conjugate_hessian(self, Theta, Y):
+        """The Hessian of F* at Theta, which is diagonal: (n, c)."""
+        raise NotImplementedError(f"{type(self).__name__} has no smooth conjugate: use a first-order solver.")
+
+    def in_conjugate_domain(self, Theta, Y):
+        """Whether Theta is strictly inside the domain of F* (where its Hessian is finite)."""
+        return True
 
     def bregman(self, Z_new, Z, Y):
         """``F(Z_new) - F(Z) - <grad F(Z), Z_new - Z>`` (>= 0), in float64 against cancellation."""
@@ -56,6 +70,12 @@ class SquaredLoss(Loss):
     def conjugate(self, Theta, Y):
         return 0.5 * Theta.shape[0] * (Theta ** 2).sum() + (Theta * Y).sum()
 
+    def conjugate_grad(self, Theta, Y):
+        return Theta.shape[0] * Theta + Y
+
+    def conjugate_hessian(self, Theta, Y):
+        return torch.full_like(Theta, Theta.shape[0])
+
     def bregman(self, Z_new, Z, Y):
         return float(0.5 * ((Z_new - Z) ** 2).sum() / Z.shape[0])
 
@@ -73,8 +93,29 @@ class LogisticLoss(Loss):
         return -Y * torch.sigmoid(-Y * Z) / Z.shape[0]
 
     def conjugate(self, Theta, Y):
-        t = (-Theta.shape[0] * Theta * Y).clamp(0, 1)  # the dual variable's share of each sample
+        t = self._share(Theta, Y)
+        slack = _domain_slack(Theta)
+        if not ((t >= -slack) & (t <= 1 + slack)).all():
+            return torch.tensor(torch.inf, dtype=Theta.dtype)
+        t = t.clamp(0, 1)  # only rounding is clamped
         return (torch.xlogy(t, t) + torch.xlogy(1 - t, 1 - t)).sum() / Theta.shape[0]
+
+    @staticmethod
+    def _share(Theta, Y):
+        """``t = -n Theta y`` in [0, 1] on the domain: the dual variable's share of each sample."""
+        return -Theta.shape[0] * Theta * Y
+
+    def conjugate_grad(self, Theta, Y):
+        t = self._share(Theta, Y)
+        return -Y * (torch.log(t) - torch.log1p(-t))
+
+    def conjugate_hessian(self, Theta, Y):
+        t = self._share(Theta, Y)
+        return Theta.shape[0] / (t * (1 - t))
+
+    def in_conjugate_domain(self, Theta, Y):
+        t = self._share(Theta, Y)
+        return bool(((t > 0) & (t < 1)).all())
 
     def bregman(self, Z_new, Z, Y):
         # per sample, with margins m = -y z and p = sigmoid(m): log1p(p expm1(dm)) - p dm
@@ -97,7 +138,11 @@ class CrossEntropyLoss(Loss):
         return (torch.softmax(Z, 1) - Y) / Z.shape[0]
 
     def conjugate(self, Theta, Y):
-        q = (Theta.shape[0] * Theta + Y).clamp_min(0)  # a point of the probability simplex
+        q = Theta.shape[0] * Theta + Y  # a point of the probability simplex on the domain
+        slack = _domain_slack(Theta) * q.shape[1]
+        if (q < -slack).any() or ((q.sum(1) - 1).abs() > slack).any():
+            return torch.tensor(torch.inf, dtype=Theta.dtype)
+        q = q.clamp_min(0)  # only rounding is clamped
         return torch.xlogy(q, q).sum() / Theta.shape[0]
 
     def bregman(self, Z_new, Z, Y):
@@ -108,6 +153,12 @@ class CrossEntropyLoss(Loss):
     def intercept_hessian(self, Z, Y):
         p = torch.softmax(Z, 1)
         return torch.diag(p.mean(0)) - p.T @ p / Z.shape[0]
+
+
+def _domain_slack(Theta):
+    """Rounding tolerated at the edge of a conjugate's domain: probabilities computed in Theta's
+    precision are off by a few units in the last place."""
+    return 64 * torch.finfo(Theta.dtype).eps
 
 
 LOSSES = {"squared": SquaredLoss, "logistic": LogisticLoss, "cross_entropy": CrossEntropyLoss}

@@ -20,23 +20,41 @@ Vector outputs (c > 1 targets or classes):
 
 Certificate: ``gap_`` is the relative duality gap, ``(objective_ - dual_objective_) / objective_``,
 an upper bound on the relative suboptimality; for relu ``cone_violation_`` says how far the
-solution is from the cones (relative). ``fit`` stops when both are ``<= tol``.
+solution is from the cones (relative). ``fit`` stops when both are ``<= tol`` and warns
+(``ConvergenceWarning``) when ``max_iter`` ran out first.
+
+Solvers: gated programs with the l2 group penalty (one output, or ReLU-style separate outputs)
+and a squared or logistic loss go to the semismooth Newton augmented Lagrangian (``ssnal``);
+the others (nuclear norm, cross-entropy) to FISTA (``solvers``); relu to the cone solvers.
 """
 import copy
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.exceptions import ConvergenceWarning
 
-from . import losses, solvers
+from . import losses, solvers, ssnal
 from .networks import TwoLayerGatedReLU, TwoLayerReLU
 from .patterns import sample_patterns, unique_columns
 from .penalties import GroupL2, NuclearNorm
+from .recovery import separate_neurons, shared_neurons
 from .validation import check_array, check_choice, check_positive, check_positive_int, check_X_y
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 PROJECTION_SIZE = 200_000  # n * d * G * c up to which solver="auto" projects onto the cones exactly
+SOLVERS = {"gated": {"auto", "newton", "fista"}, "relu": {"auto", "augmented_lagrangian", "projection"}}
+
+
+@dataclass
+class _Prepared:
+    """A program ready to solve: in the singular basis of X when ``basis`` (d, r) is set."""
+    program: solvers.ConvexProgram
+    basis: torch.Tensor
+    metric: torch.Tensor
+    solver: str
 
 
 class _ConvexTwoLayer(BaseEstimator):
@@ -65,7 +83,7 @@ class _ConvexTwoLayer(BaseEstimator):
         check_positive_int(self.max_iter, "max_iter")
         check_choice(self.activation, "activation", {"relu", "gated"})
         check_choice(self.dtype, "dtype", set(DTYPES))
-        check_choice(self.solver, "solver", {"auto", "augmented_lagrangian", "projection"})
+        check_choice(self.solver, f"solver (activation={self.activation!r})", SOLVERS[self.activation])
         if str(self.device).startswith("cuda") and not torch.cuda.is_available():
             raise ValueError("device='cuda' but torch sees no GPU: use device='cpu'.")
 
@@ -84,88 +102,134 @@ class _ConvexTwoLayer(BaseEstimator):
             raise ValueError("every gate gives the all-zero pattern on X: pass other gates.")
         return masks, gates
 
-    def _program(self, X, Y, loss, masks):
-        """The convex program of ``fit`` for X (n, d) and targets Y (n, c), as tensors."""
-        dtype, device = DTYPES[self.dtype], torch.device(self.device)
+    def _program(self, X, Y, loss, masks, params=None):
+        """The convex program for X (n, d) and targets Y (n, c), as tensors, with the estimator's
+        parameters ``params`` (default: the current ones)."""
+        params = params or self.get_params()
+        dtype, device = DTYPES[params["dtype"]], torch.device(params["device"])
         Xt = torch.as_tensor(X, dtype=dtype, device=device)
         Yt = torch.as_tensor(Y, dtype=dtype, device=device)
         Mt = torch.as_tensor(masks, device=device)
         P = Mt.shape[1]
-        if self.activation == "relu":  # groups: u_1..u_P (+1), then v_1..v_P (-1)
+        if params["activation"] == "relu":  # groups: u_1..u_P (+1), then v_1..v_P (-1)
             signs = torch.cat([torch.ones(P), -torch.ones(P)]).to(device, dtype)
-            Mt, penalty = torch.cat([Mt, Mt], 1), GroupL2(self.lam)
+            Mt, penalty = torch.cat([Mt, Mt], 1), GroupL2(params["lam"])
         else:
             signs = torch.ones(P, dtype=dtype, device=device)
-            penalty = GroupL2(self.lam) if Y.shape[1] == 1 else NuclearNorm(self.lam)
-        return solvers.ConvexProgram(Xt, Mt, signs, Yt, loss, penalty, self.fit_intercept,
-                                     cone=self.activation == "relu")
+            penalty = GroupL2(params["lam"]) if Y.shape[1] == 1 else NuclearNorm(params["lam"])
+        return solvers.ConvexProgram(Xt, Mt, signs, Yt, loss, penalty, params["fit_intercept"],
+                                     cone=params["activation"] == "relu")
+
+    def _prepare(self, X, Y, loss, masks):
+        """The program of ``fit``, its solver, and for FISTA the singular basis and metric."""
+        program = self._program(X, Y, loss, masks)
+        solver = self.solver
+        if self.activation == "relu" and solver == "auto":
+            size = program.shape[0] * program.shape[1] * program.shape[2] * X.shape[0]
+            solver = "projection" if size <= PROJECTION_SIZE else "augmented_lagrangian"
+        elif self.activation == "gated":
+            newton = ssnal.supports(program)
+            if solver == "newton" and not newton:
+                raise ValueError(f"solver='newton' handles gated programs with one output per group and a "
+                                 f"squared or logistic loss of at most {ssnal.DENSE_LIMIT} samples; this one "
+                                 f"({type(program.penalty).__name__}, {type(program.loss).__name__}, "
+                                 f"n={X.shape[0]}) needs solver='fista' (or 'auto').")
+            solver = "newton" if solver == "auto" and newton else ("fista" if solver == "auto" else solver)
+            if solver == "newton":  # it works in float64: from the data, not from their float32 rounding
+                program = self._program(X, Y, loss, masks, {**self.get_params(), "dtype": "float64"})
+        precondition = solver == "fista" and bool(self.precondition) and Y.shape[1] == 1
+        program, basis, metric = solvers.singular_basis(program, always=precondition)
+        return _Prepared(program, basis, metric if precondition else None, solver)
 
     def _fit(self, X, Y, loss):
         self._check_params()
         masks, gates = self._patterns(X)
-        precondition = bool(self.precondition) and self.activation == "gated" and Y.shape[1] == 1
-        program, basis, metric = solvers.singular_basis(self._program(X, Y, loss, masks), always=precondition)
-        W, b = program.zeros()
+        prepared = self._prepare(X, Y, loss, masks)
+        W, b = prepared.program.zeros()
         if self.warm_start and hasattr(self, "coef_") and self.coef_.shape[1:] == tuple(W.shape[1:]):
             W = torch.as_tensor(self.coef_, dtype=W.dtype, device=W.device)
+            basis = prepared.basis
             W = W if basis is None else torch.einsum("dr,dgc->rgc", basis, W.double()).to(W.dtype)
             b = torch.as_tensor(self.intercept_, dtype=W.dtype, device=W.device)
-        history = []
-        if self.activation == "relu":
-            solver = self.solver
-            if solver == "auto":
-                solver = "projection" if W.numel() * X.shape[0] <= PROJECTION_SIZE else "augmented_lagrangian"
-            if solver == "projection":
-                W, b, cert, n_iter = solvers.solve_cone_projected(program, W, b, self.tol, self.max_iter,
-                                                                  history=history)
-            else:
-                W, b, cert, n_iter, _ = solvers.solve_cone(program, W, b, self.tol, self.max_iter,
-                                                           history=history)
+        self._solve(prepared, gates, W, b)
+        return self
+
+    def _solve(self, prepared, gates, W, b):
+        """Solve the prepared program from (W, b) and set the learned attributes. Returns the
+        solution (W, b) in the program's basis (for warm starts along a path)."""
+        program, history = prepared.program, []
+        if prepared.solver == "projection":
+            W, b, cert, n_iter = solvers.solve_cone_projected(program, W, b, self.tol, self.max_iter, history=history)
+        elif prepared.solver == "augmented_lagrangian":
+            W, b, cert, n_iter, _ = solvers.solve_cone(program, W, b, self.tol, self.max_iter, history=history)
+        elif prepared.solver == "newton":
+            W, b, cert, n_iter = ssnal.solve_ssnal(program, W, b, self.tol, self.max_iter, history=history)
         else:
             W, b, cert, n_iter = solvers.solve_gated(program, W, b, self.tol, self.max_iter, history=history,
-                                                     metric=metric if precondition else None)
-        if basis is not None:  # back to the input space, in float64
-            W = torch.einsum("dr,rgc->dgc", basis, W.double())
+                                                     metric=prepared.metric)
+        solution = (W, b)
+        if prepared.basis is not None:  # back to the input space, in float64
+            W = torch.einsum("dr,rgc->dgc", prepared.basis, W.double())
+        self.fitted_params_ = self.get_params()
+        self.solver_ = prepared.solver
         self.history_ = np.array(history).reshape(-1, 4)
         self.gates_ = gates
+        self.n_features_in_ = W.shape[0]
         self.coef_ = W.double().cpu().numpy()
         self.intercept_ = b.double().cpu().numpy()
         self.objective_, self.dual_objective_ = cert.primal, cert.dual
         self.gap_, self.cone_violation_ = cert.gap, cert.cone_violation
         self.n_iter_ = n_iter
         self.converged_ = cert.gap <= self.tol and cert.cone_violation <= self.tol
+        if not self.converged_:
+            warnings.warn(f"{type(self).__name__} stopped after max_iter={self.max_iter} {prepared.solver} "
+                          f"iterations with relative gap {cert.gap:.2g} and cone violation "
+                          f"{cert.cone_violation:.2g} above tol={self.tol:g}: raise max_iter or tol.",
+                          ConvergenceWarning, stacklevel=3)
         self.network_ = self._recover()
         self.n_neurons_ = self.network_.hidden.weight.shape[0]
-        return self
+        return solution
+
+    def _path(self, X, y, lams):
+        """Fit at every lam of ``lams`` in turn, the program prepared once; yields after each fit
+        (this estimator holds that fit). Each solve starts from the linear extrapolation of the
+        last two solutions (the path is smooth between changes of the active set, and a grid
+        log-spaced in lam has equal steps)."""
+        X, Y, loss = self._fit_targets(X, y)
+        self._check_params()
+        masks, gates = self._patterns(X)
+        prepared = self._prepare(X, Y, loss, masks)
+        W, b = prepared.program.zeros()
+        previous = W
+        for lam in lams:
+            self.lam = prepared.program.penalty.lam = float(lam)
+            start = 2 * W - previous
+            previous = W
+            W, b = self._solve(prepared, gates, start, b)
+            yield self
 
     def _recover(self):
         """The two-layer network of the solution: its neurons and output weights, float64 on the CPU."""
         W = torch.as_tensor(self.coef_, dtype=torch.float64)
         d, G, c = W.shape
-        if self.activation == "gated":
-            U, s, Vh = torch.linalg.svd(W.transpose(0, 1), full_matrices=False)  # (G, d, r) (G, r) (G, r, c)
-            group, k = torch.nonzero(s > 1e-12 * s.max().clamp_min(1e-300), as_tuple=True)
-            root = s[group, k].sqrt()
-            hidden = U[group, :, k] * root[:, None]
-            output = Vh[group, k, :] * root[:, None]
-        else:  # one neuron per nonzero (group, output): w = u / sqrt||u||, a = sign sqrt||u|| e_k
-            norms = torch.linalg.vector_norm(W, dim=0)
-            group, k = torch.nonzero(norms > 0, as_tuple=True)
-            root = norms[group, k].sqrt()
-            hidden = W[:, group, k].T / root[:, None]
+        params = self.fitted_params_
+        precision = torch.float64 if self.solver_ == "newton" else DTYPES[params["dtype"]]
+        if params["activation"] == "gated":
+            group, hidden, output, _ = shared_neurons(W, precision)
+        else:  # one neuron per nonzero (group, output); the v's (second half) get negative output weights
+            group, k, hidden, root = separate_neurons(W, precision)
             output = torch.zeros(len(group), c, dtype=torch.float64)
-            signs = torch.where(group < G // 2, 1.0, -1.0).double()  # u's, then v's
-            output[torch.arange(len(group)), k] = signs * root
-        network_class = TwoLayerGatedReLU if self.activation == "gated" else TwoLayerReLU
+            output[torch.arange(len(group)), k] = torch.where(group < G // 2, 1.0, -1.0).double() * root
+        network_class = TwoLayerGatedReLU if params["activation"] == "gated" else TwoLayerReLU
         with warnings.catch_warnings():  # a network with no neurons is legitimate: lam >= lam_max
             warnings.filterwarnings("ignore", "Initializing zero-element tensors")
-            network = network_class(d, len(group), c, bias=self.fit_intercept).double()
+            network = network_class(d, len(group), c, bias=params["fit_intercept"]).double()
         with torch.no_grad():
             network.hidden.weight.copy_(hidden)
             network.output.weight.copy_(output.T)
-            if self.fit_intercept:
+            if params["fit_intercept"]:
                 network.output.bias.copy_(torch.as_tensor(self.intercept_))
-            if self.activation == "gated":
+            if params["activation"] == "gated":
                 network.gates.copy_(torch.as_tensor(self.gates_)[:, group])
         return network.requires_grad_(False)
 
@@ -188,17 +252,18 @@ class _ConvexTwoLayer(BaseEstimator):
 
     def network_objective(self, X, y):
         """The recovered network's non-convex objective on (X, y): mean loss + lam/2 ||weights||^2."""
-        X, Y, loss = self._targets(X, y, refit=False)
+        X, Y, loss = self._targets(X, y, fitted=True)
         pred = self._decision(X)
-        return float(loss.value(pred, torch.as_tensor(Y)) + self.lam * self.network_.weight_penalty())
+        return float(loss.value(pred, torch.as_tensor(Y)) + self.fitted_params_["lam"] * self.network_.weight_penalty())
 
     def certify(self, X, y, coef, intercept=None):
         """The certificate of any weights ``coef`` (d, G, c) (from another solver, say) for this
         model's program on (X, y) with its fitted patterns: ``Certificate(primal, dual, gap,
-        cone_violation)``. The intercept, if fitted, is re-optimized first."""
+        cone_violation)``. The intercept, if fitted, is re-optimized first. The program is the one
+        ``fit`` solved (its lam, activation and intercept), whatever ``set_params`` changed since."""
         self._check_fitted()
-        X, Y, loss = self._targets(X, y, refit=False)
-        program = self._program(X, Y, loss, X @ self.gates_ >= 0)
+        X, Y, loss = self._targets(X, y, fitted=True)
+        program = self._program(X, Y, loss, X @ self.gates_ >= 0, self.fitted_params_)
         W, b = program.zeros()
         coef = torch.as_tensor(np.asarray(coef), dtype=W.dtype, device=W.device)
         if coef.shape != W.shape:
@@ -212,8 +277,9 @@ class _ConvexTwoLayer(BaseEstimator):
 
     def lam_max(self, X, y):
         """The smallest lam at which the all-zero network is optimal (exact for gated; for relu, a
-        value at and above which zero is optimal)."""
-        X, Y, loss = self._targets(X, y, refit=True)
+        value at and above which zero is optimal), for the current parameters. Learned attributes
+        are left as they are."""
+        X, Y, loss = self._targets(X, y, fitted=False)
         masks, _ = self._patterns(X)
         program = self._program(X, Y, loss, masks)
         W, b = program.zeros()
@@ -228,30 +294,36 @@ class ConvexReLU(RegressorMixin, _ConvexTwoLayer):
 
     Parameters: ``lam`` (> 0) weight decay; ``n_patterns`` sampled patterns (ignored when
     ``gates`` (d, P) is given); ``activation`` "relu" (exact, cone-constrained) or "gated";
-    ``tol`` on the certificate; ``max_iter`` FISTA iterations in all; ``device`` "cpu"/"cuda";
-    ``seed`` for the sampled gates; ``fit_intercept``; ``dtype`` "float64"/"float32";
-    ``warm_start`` reuses the last solution and patterns; ``solver`` for relu:
-    "augmented_lagrangian" (scales to large problems, GPU), "projection" (FISTA with exact cone
-    projections by NNLS: feasible iterates, fast on small problems), or "auto" (projection when
-    ``n * d * G * c <= 200,000``); ``precondition`` (gated, one output): FISTA in the singular
-    basis of X with the diagonal metric ``S^2 / 2n``, several times fewer iterations on
-    ill-conditioned data for a somewhat dearer prox.
+    ``tol`` on the certificate; ``max_iter`` solver iterations in all (Newton steps for
+    "newton", gradient steps otherwise); ``device`` "cpu"/"cuda"; ``seed`` for the sampled gates;
+    ``fit_intercept``; ``dtype`` "float64"/"float32" (the Newton solver always works in
+    float64); ``warm_start`` reuses the last solution and patterns; ``solver``: for gated,
+    "newton" (semismooth Newton augmented Lagrangian: certified gaps of 1e-8 in seconds where
+    FISTA takes minutes for 1e-2), "fista", or "auto" (newton where it applies: one output per
+    group, squared or logistic loss); for relu, "augmented_lagrangian" (scales to large problems,
+    GPU), "projection" (FISTA with exact cone projections by NNLS: feasible iterates, fast on
+    small problems), or "auto" (projection when ``n * d * G * c <= 200,000``); ``precondition``
+    (FISTA, one output): FISTA in the singular basis of X with the diagonal metric ``S^2 / 2n``.
 
     Learned: ``gates_`` (d, P), ``coef_`` (d, G, c) group weights (relu: G = 2P, u's then v's),
     ``intercept_`` (c,), ``objective_``, ``dual_objective_``, ``gap_``, ``cone_violation_``,
-    ``converged_``, ``n_iter_``, ``n_neurons_``, ``network_``, ``history_`` (k, 4): iteration,
-    seconds, objective and gap at every certificate.
+    ``converged_``, ``n_iter_``, ``n_neurons_``, ``network_``, ``solver_``, ``n_features_in_``,
+    ``fitted_params_`` (the parameters of the fitted program, which ``certify`` and
+    ``network_objective`` use), ``history_`` (k, 4): iteration, seconds, objective and gap at
+    every certificate.
     """
 
-    def _targets(self, X, y, refit):
+    def _targets(self, X, y, fitted):
         X, y = check_X_y(X, y)
         return X, y.reshape(len(y), -1), losses.SquaredLoss()
 
+    def _fit_targets(self, X, y):
+        self._y_ndim = np.ndim(y)
+        return self._targets(X, y, fitted=False)
+
     def fit(self, X, y):
         """X (n, d), y (n,) or (n, c)."""
-        X, Y, loss = self._targets(X, y, refit=True)
-        self._y_ndim = np.ndim(y)
-        return self._fit(X, Y, loss)
+        return self._fit(*self._fit_targets(X, y))
 
     def predict(self, X):
         """(n,) or (n, c) like the fitted y."""
@@ -265,28 +337,32 @@ class ConvexReLUClassifier(ClassifierMixin, _ConvexTwoLayer):
     cross-entropy for more (one output per class). Parameters and learned attributes as for
     ``ConvexReLU``, plus ``classes_``."""
 
-    def _targets(self, X, y, refit):
+    def _targets(self, X, y, fitted):
+        """Targets encoded with the fitted ``classes_`` (``fitted``) or with the classes of y."""
         X = check_array(X, "X", ndim=2)
         y = np.asarray(y)
         if y.ndim != 1 or len(y) != len(X):
             raise ValueError(f"y must be a vector of {len(X)} labels, got shape {y.shape}.")
         if y.dtype.kind == "f" and not np.isfinite(y).all():
             raise ValueError("y contains NaN or inf: every sample needs a class label.")
-        if refit:
-            self.classes_ = np.unique(y)
-            if len(self.classes_) < 2:
-                raise ValueError(f"y has a single class ({self.classes_[0]!r}): a classifier needs at least two.")
-        index = np.searchsorted(self.classes_, y)
-        if (index >= len(self.classes_)).any() or (self.classes_[index.clip(0, len(self.classes_) - 1)] != y).any():
+        classes = self.classes_ if fitted else np.unique(y)
+        if len(classes) < 2:
+            raise ValueError(f"y has a single class ({classes[0]!r}): a classifier needs at least two.")
+        index = np.searchsorted(classes, y)
+        if (index >= len(classes)).any() or (classes[index.clip(0, len(classes) - 1)] != y).any():
             raise ValueError("y has labels that were not seen in fit.")
-        if len(self.classes_) == 2:
+        if len(classes) == 2:
             return X, (2.0 * index - 1)[:, None], losses.LogisticLoss()
-        return X, np.eye(len(self.classes_))[index], losses.CrossEntropyLoss()
+        return X, np.eye(len(classes))[index], losses.CrossEntropyLoss()
+
+    def _fit_targets(self, X, y):
+        targets = self._targets(X, y, fitted=False)
+        self.classes_ = np.unique(np.asarray(y))
+        return targets
 
     def fit(self, X, y):
         """X (n, d), y (n,) labels of any sortable type, at least two classes."""
-        X, Y, loss = self._targets(X, y, refit=True)
-        return self._fit(X, Y, loss)
+        return self._fit(*self._fit_targets(X, y))
 
     def decision_function(self, X):
         """(n,) margins for two classes, (n, c) logits for more."""

@@ -32,8 +32,9 @@ def regularization_path(X, y, lams=None, estimator=None, n_lams=20, lam_min_rati
     """Fit ``estimator`` (default ``ConvexReLU()``, cloned, not modified) at every lam.
 
     lams: positive values, solved in decreasing order; default ``n_lams`` values log-spaced from
-    ``estimator.lam_max(X, y)`` down to ``lam_min_ratio`` times it. The patterns stay fixed along
-    the path and each solve starts from the previous solution.
+    ``estimator.lam_max(X, y)`` down to ``lam_min_ratio`` times it. The patterns and the prepared
+    program (its reduction to the row space of X) stay fixed along the path, and each solve
+    starts from the previous solution.
     """
     estimator = clone(estimator if estimator is not None else ConvexReLU())
     if lams is None:
@@ -44,10 +45,10 @@ def regularization_path(X, y, lams=None, estimator=None, n_lams=20, lam_min_rati
     lams = np.sort(check_array(lams, "lams", ndim=1))[::-1]
     if lams[-1] <= 0:
         raise ValueError(f"every lam must be > 0, got {lams[-1]}.")
-    estimator.set_params(warm_start=True)
     rows = []
-    for lam in tqdm(lams, desc="regularization path", disable=not progress):
-        estimator.set_params(lam=float(lam)).fit(X, y)
+    for estimator in tqdm(estimator._path(X, y, lams), total=len(lams), desc="regularization path",
+                          disable=not progress):
+        lam = estimator.lam
         log.info("lam=%.3g objective=%.6g gap=%.2g neurons=%d iterations=%d", lam,
                  estimator.objective_, estimator.gap_, estimator.n_neurons_, estimator.n_iter_)
         rows.append((estimator.objective_, estimator.gap_, estimator.cone_violation_,

@@ -79,7 +79,13 @@ class ConvexProgram:
         return W, torch.zeros(self.shape[2], dtype=self.X.dtype, device=self.X.device)
 
     def lipschitz_data(self, n_power=30):
-        """Power-iteration estimate of ||W -> sum_g s_g D_g X W_g||^2 (one output)."""
+        """Power-iteration estimate of ||W -> sum_g s_g D_g X W_g||^2 (one output), computed once
+        (copies share it: ``float64()`` and the rotation of ``singular_basis`` keep the operator norm)."""
+        if getattr(self, "_lipschitz", None) is None:
+            self._lipschitz = self._power_iteration(n_power)
+        return self._lipschitz
+
+    def _power_iteration(self, n_power):
         W = torch.randn(self.shape[:2] + (1,), dtype=self.X.dtype, device=self.X.device,
                         generator=torch.Generator(self.X.device).manual_seed(0))
         for _ in range(n_power):

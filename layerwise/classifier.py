@@ -180,7 +180,7 @@ class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
         W, b = program.zeros()
         W, b, cert, n_iter = solvers.solve_gated(program, W, b, self.tol, self.max_iter)
         block, head, _ = recover_block(W.double().cpu(), gates.double(), inputs.shape[1],
-                                       None if whitening is None else whitening.double())
+                                       None if whitening is None else whitening.double(), precision=dtype)
         return block.float(), head.float(), b.float().cpu(), cert, n_iter
 
     @staticmethod

@@ -1,26 +1,45 @@
-"""Convex gated-ReLU solver against pyscnn's R-FISTA and against Adam, on real CIFAR-10 images.
+"""Convex gated-ReLU solver against adelie, pyscnn's R-FISTA and Adam, on real CIFAR-10 images.
 
     python scripts/bench_solver.py                    # n=1000, d=3072, P=200, lam=1e-3, CPU
+    python scripts/bench_solver.py --path 50          # also a 50-point path from lam_max down to lam
+    python scripts/bench_solver.py --adelie .venv-adelie/bin/python --path 50   # adelie too
     python scripts/bench_solver.py --adam             # also Adam on the non-convex network
     python scripts/bench_solver.py --n 50000 --patterns 4096 --device cuda --no-pyscnn
 
 Problem (identical for every solver): the first n/2 ``airplane`` and n/2 ``automobile`` training
 images in file-name order, pixels in [0, 1] standardized per feature, labels -1/+1, no intercept,
 gates ``N(0, I)`` from ``default_rng(123)`` (exactly pyscnn's ``sample_gate_vectors(123, d, P)``),
-objective ``1/(2n) ||yhat - y||^2 + lam sum_i ||u_i||``. Every final objective is evaluated and
-certified by our own code. Both solvers run in this process with the same thread count.
+objective ``1/(2n) ||yhat - y||^2 + lam sum_i ||u_i||``. Every final point W, whatever solver
+produced it, is certified by one float64 function: ``gap(W) = (P(W) - D) / P(W)``, with P the
+objective and D the larger of two proven lower bounds on the optimum, the dual value of the
+scaled gradient at W and the dual objective of a reference solve (ours at tol 1e-11; any dual
+feasible point bounds the optimum from below, whoever found it). A gradient-based dual alone is
+first-order in the error of W while P is second-order, so it cannot certify 1e-6 on this
+ill-conditioned problem even at points whose objective is exact to 1e-12. "Time to gap g" is
+the time of the fastest run whose final point is certified to g.
+
+adelie (PyPI) pins numpy<2, so it runs in an environment of its own, through
+``scripts/adelie_worker.py`` in a subprocess: ``python3 -m venv .venv-adelie &&
+.venv-adelie/bin/pip install adelie``. Its ``tol`` is not a duality gap, so ``--adelie-tols``
+sweeps it; each run is timed inside ``grpnet`` alone.
 """
 import argparse
+import copy
+import dataclasses
 import resource
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from convexgan import ConvexReLU
+from convexgan import ConvexReLU, regularization_path
 from convexgan.data import CIFAR10_CLASSES, cifar10_binary, data_root
 from convexgan.networks import TwoLayerGatedReLU
+
+TARGETS = (1e-2, 1e-4, 1e-6)
 
 
 def load_problem(n, root):
@@ -91,17 +110,58 @@ def run_adam(X, y, ours, lam, cap_seconds, device, dtype):
     return best, trace
 
 
+def certify(model, X, y, coef, lam, lower_bound=-np.inf):
+    """The float64 certificate of ``coef`` (d, P, 1) for the program of ``model`` at ``lam``, its dual
+    value raised to ``lower_bound`` (a proven lower bound on the optimum) when that is larger."""
+    exact = copy.copy(model)
+    exact.fitted_params_ = {**model.fitted_params_, "lam": float(lam), "dtype": "float64", "device": "cpu"}
+    cert = exact.certify(X, y, coef)
+    dual = max(cert.dual, lower_bound)
+    return dataclasses.replace(cert, dual=dual, gap=(cert.primal - dual) / abs(cert.primal))
+
+
+def times_to_targets(runs):
+    """runs: (seconds, gap) of finished solves -> the least seconds certified to each target."""
+    return {g: min((t for t, gap in runs if gap <= g), default=None) for g in TARGETS}
+
+
+def describe(times):
+    return "  ".join(f"gap {g:.0e}: " + ("not reached" if t is None else f"{t:.2f} s") for g, t in times.items())
+
+
+def run_adelie(python, X, y, masks, lams, tol, threads, timeout):
+    """adelie in its own environment. Returns (coefs (L, d, P, 1), seconds, peak MiB) or None on a timeout."""
+    with tempfile.TemporaryDirectory() as folder:
+        problem, out = Path(folder) / "problem.npz", Path(folder) / "out.npz"
+        np.savez(problem, X=X, y=y, masks=masks, lams=np.asarray(lams, dtype=float), tol=tol, threads=threads)
+        worker = Path(__file__).with_name("adelie_worker.py")
+        try:
+            subprocess.run([python, str(worker), str(problem), str(out)], check=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        result = np.load(out)
+        coefs = np.transpose(result["coefs"], (0, 2, 1))[..., None]  # (L, P, d) -> (L, d, P, 1)
+        return coefs, float(result["seconds"]), float(result["peak_kib"]) / 2**10
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--patterns", type=int, default=200)
     parser.add_argument("--lam", type=float, default=1e-3)
     parser.add_argument("--tol", type=float, default=1e-6, help="our certificate: relative duality gap")
+    parser.add_argument("--tols", default="1e-2,1e-4,1e-6,1e-8", help="also solve to these tolerances")
+    parser.add_argument("--solver", default="newton", choices=["newton", "fista"])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+                        help="FISTA's precision (newton works in float64)")
     parser.add_argument("--max-iter", type=int, default=100000, help="our iterations at most")
     parser.add_argument("--tf32", action="store_true", help="TF32 matrix products on the GPU")
-    parser.add_argument("--no-precondition", action="store_true", help="plain FISTA, no diagonal metric")
+    parser.add_argument("--no-precondition", action="store_true", help="FISTA: plain, no diagonal metric")
+    parser.add_argument("--path", type=int, default=0, help="also a path of this many lams from lam_max to --lam")
+    parser.add_argument("--adelie", default=None, metavar="PYTHON", help="a Python with adelie installed")
+    parser.add_argument("--adelie-tols", default="1e-7,1e-9,1e-11", help="adelie tol values to sweep")
+    parser.add_argument("--adelie-timeout", type=float, default=600.0, help="seconds per adelie run")
     parser.add_argument("--pyscnn-iters", type=int, default=1000)
     parser.add_argument("--no-pyscnn", action="store_true")
     parser.add_argument("--adam", action="store_true")
@@ -112,36 +172,94 @@ def main():
     X, y = load_problem(args.n, Path(args.data_root or data_root()) / "cifar10")
     gates = np.random.default_rng(123).standard_normal((X.shape[1], args.patterns))  # = pyscnn's
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
+    threads = torch.get_num_threads()
     print(f"problem: n={len(X)} d={X.shape[1]} P={args.patterns} lam={args.lam} device={args.device} "
-          f"dtype={args.dtype} threads={torch.get_num_threads()}")
+          f"solver={args.solver} threads={threads}")
 
-    if args.device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    start = time.perf_counter()
-    ours = ConvexReLU(lam=args.lam, gates=gates, activation="gated", fit_intercept=False, tol=args.tol,
-                      max_iter=args.max_iter, device=args.device, dtype=args.dtype,
-                      precondition=not args.no_precondition).fit(X, y)
-    our_seconds = time.perf_counter() - start
-    iters, seconds, objectives, gaps = ours.history_.T
-    if args.device.startswith("cuda"):
-        peak = f"GPU peak {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB"
-    else:
-        peak = f"CPU peak RSS growth {(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 2**10:.0f} MiB"
-    print(f"two-GEMM limit on this device: {1e3 * two_gemm_seconds(X, gates, args.device, args.dtype):.2f} ms")
-    exact = ours.set_params(dtype="float64")  # certificates in float64
-    final = exact.certify(X, y, ours.coef_)
-    print(f"ours:   {our_seconds:8.2f} s  {int(ours.n_iter_):6d} iterations  objective {final.primal:.6f}  "
-          f"gap {final.gap:.1e} (float64 check)  {1e3 * seconds[-1] / iters[-1]:.2f} ms/iteration  {peak}")
+    estimator = ConvexReLU(lam=args.lam, gates=gates, activation="gated", fit_intercept=False, tol=args.tol,
+                           max_iter=args.max_iter, device=args.device, dtype=args.dtype, solver=args.solver,
+                           precondition=not args.no_precondition)
+    reference = copy.deepcopy(estimator).set_params(tol=1e-11, solver="newton").fit(X, y)
+    bound = reference.dual_objective_
+    print(f"reference lower bound on the optimum: {bound:.12f} (ours at tol 1e-11: objective "
+          f"{reference.objective_:.12f}, gap {reference.gap_:.1e})")
+    ours_runs, single_seconds = [], {}
+    for tol in sorted({float(t) for t in args.tols.split(",")} | {args.tol}, reverse=True):
+        if args.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        start = time.perf_counter()
+        ours = copy.deepcopy(estimator).set_params(tol=tol).fit(X, y)
+        our_seconds = time.perf_counter() - start
+        if args.device.startswith("cuda"):
+            peak = f"GPU peak {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB"
+        else:
+            peak = f"peak RSS growth {(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 2**10:.0f} MiB"
+        final = certify(ours, X, y, ours.coef_, args.lam, bound)
+        ours_runs.append((our_seconds, final.gap))
+        single_seconds[tol] = our_seconds
+        print(f"ours ({args.solver}, tol={tol:g}): {our_seconds:8.2f} s  {int(ours.n_iter_):6d} iterations  "
+              f"objective {final.primal:.12f}  gap {final.gap:.1e} (shared; the solver's own {ours.gap_:.1e})  {peak}")
+    print(f"  ours time to {describe(times_to_targets(ours_runs))}")
+    if args.solver == "fista":
+        print(f"two-GEMM limit on this device: {1e3 * two_gemm_seconds(X, gates, args.device, args.dtype):.2f} ms")
+    iters, seconds, objectives, _ = ours.history_.T
+    setup = our_seconds - seconds[-1]  # patterns, reduction to the row space, first certificate
+
+    masks = X @ ours.gates_ >= 0
+    lams = None
+    if args.path:
+        top = estimator.lam_max(X, y)
+        lams = np.geomspace(top, args.lam, args.path)
+        start = time.perf_counter()
+        path = regularization_path(X, y, lams=lams, estimator=estimator, progress=False)
+        path_seconds = time.perf_counter() - start
+        path_gaps = path.gaps  # the solver's own certificates: each its own proven dual bound
+        path_bounds = path.objectives * (1 - path.gaps)  # their dual values, the bounds for adelie's path
+        single = single_seconds[args.tol]
+        print(f"ours path: {args.path} lams from {top:.4g} to {args.lam:g} in {path_seconds:.2f} s "
+              f"({path_seconds / single:.2f}x the single solve at tol={args.tol:g}), worst gap "
+              f"{max(path_gaps):.1e}, "
+              f"neurons {path.n_neurons[0]} -> {path.n_neurons[-1]}, {int(path.n_iters.sum())} iterations")
+
+    if args.adelie:
+        tols = [float(t) for t in args.adelie_tols.split(",")]
+        runs = []
+        for tol in tols:
+            result = run_adelie(args.adelie, X, y, masks, [args.lam], tol, threads, args.adelie_timeout)
+            if result is None:
+                print(f"adelie tol={tol:g}: did not finish in {args.adelie_timeout:.0f} s")
+                continue
+            coefs, secs, peak_mib = result
+            cert = certify(ours, X, y, coefs[-1], args.lam, bound)
+            runs.append((secs, cert.gap))
+            print(f"adelie tol={tol:g}: {secs:8.2f} s  objective {cert.primal:.12f}  gap {cert.gap:.1e}  "
+                  f"peak RSS {peak_mib:.0f} MiB")
+        adelie_times, our_times = times_to_targets(runs), times_to_targets(ours_runs)
+        print(f"  adelie time to {describe(adelie_times)}")
+        for g in TARGETS:
+            if our_times[g] is not None and adelie_times[g] is not None:
+                print(f"  gap {g:.0e}: ours {adelie_times[g] / our_times[g]:.1f}x faster than adelie")
+            elif our_times[g] is not None:
+                print(f"  gap {g:.0e}: ours {our_times[g]:.2f} s; adelie did not reach it (sweep: {args.adelie_tols})")
+        if lams is not None:
+            for tol in tols:
+                result = run_adelie(args.adelie, X, y, masks, lams, tol, threads, args.adelie_timeout)
+                if result is None:
+                    print(f"adelie path tol={tol:g}: did not finish in {args.adelie_timeout:.0f} s")
+                    continue
+                coefs, secs, _ = result
+                worst = max(certify(ours, X, y, c, lam, low).gap for c, lam, low in zip(coefs, lams, path_bounds))
+                print(f"adelie path tol={tol:g}: {secs:.2f} s, worst gap {worst:.1e}")
 
     if not args.no_pyscnn:
         coef, scnn_seconds = run_pyscnn(X, y, ours.gates_, args.lam, args.pyscnn_iters, args.dtype)
-        theirs = exact.certify(X, y, coef)
+        theirs = certify(ours, X, y, coef, args.lam, bound)
         print(f"pyscnn: {scnn_seconds:8.2f} s  {args.pyscnn_iters:6d} iterations  objective {theirs.primal:.6f}  "
               f"gap {theirs.gap:.1e} (our certificate)")
         reached = np.nonzero(objectives <= theirs.primal)[0]
         if len(reached):
-            t = seconds[reached[0]]
+            t = setup + seconds[reached[0]]
             print(f"ours reach pyscnn's objective after {t:.2f} s ({int(iters[reached[0]])} iterations): "
                   f"{scnn_seconds / t:.1f}x faster; full certified solve {scnn_seconds / our_seconds:.1f}x faster")
         else:

@@ -55,7 +55,7 @@ def test_block_matches_cvxpy_and_its_recovered_network(seed, whitened):
     assert cert.primal == pytest.approx(problem.value, rel=1e-5)
     assert cert.dual <= problem.value * (1 + 1e-7)
 
-    block, head, _ = recover_block(W, gates, C, A)
+    block, head, _ = recover_block(W, gates, C, A, precision=torch.float64)
     linear = nn.Linear(head.shape[1], K).double()
     with torch.no_grad():
         linear.weight.copy_(head)

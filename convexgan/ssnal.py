@@ -1,0 +1,327 @@
+"""Second-order solver for the gated program: a semismooth Newton augmented Lagrangian (SSNAL).
+
+The program (a ``ConvexProgram`` with the ``GroupL2`` penalty and no cones):
+
+    min_{W, b}  F(A W + 1 b^T) + lam sum_{g,k} ||W[:, g, k]||,     A W = sum_g s_g D_g X W_g  (n, c)
+
+Following Li, Sun & Toh (SIAM J. Optim. 2018), the augmented Lagrangian method is applied to
+the dual, ``min_xi F*(xi)`` s.t. ``||(A^T xi)_{g,k}|| <= lam`` (and ``1^T xi = 0`` with an
+intercept). Minimizing the augmented Lagrangian over the dual slack leaves, for the current
+primal point (W, b) and a step sigma,
+
+    psi(xi) = F*(xi) + (||W+||^2 + ||b+||^2) / (2 sigma),
+    W+ = prox_{sigma lam ||.||}(W - sigma A^T xi),   b+ = b - sigma 1^T xi,
+    grad psi = grad F*(xi) - (A W+ + 1 b+^T),
+
+a convex function of xi (n, c) alone whose generalized Hessian is
+``grad^2 F*(xi) + sigma (A J A^T + 1 1^T)``, J the Jacobian of the group soft-thresholding: zero
+on the groups it sets to zero, ``J_g = a_g I + (1 - a_g) u_g u_g^T`` on the others
+(``a_g = 1 - sigma lam / ||v_g||``, ``u_g = v_g / ||v_g||``, v = W - sigma A^T xi). Each outer
+step minimizes psi by Newton's method with an Armijo line search, then takes (W, b) <- (W+, b+)
+(a proximal-point step on the primal) and grows sigma; it converges superlinearly. The duality
+gap of ``ConvexProgram.certificate`` at (W, b), in float64, decides when to stop.
+
+The losses used here (squared, logistic) and the penalty are separable over outputs, so each
+output k has its own Newton system, solved in the smaller of two spaces:
+
+- n-space: with K = X X^T and the masks M of the active groups,
+  ``sum_g A_g J_g A_g^T = K o (M diag(a) M^T) + B diag(1 - a) B^T``, B = [D_g X u_g]: one n x n
+  Cholesky factorization whatever d and P are (Wave-2 notes, DESIGN.md section 5);
+- active-group space (squared loss, whose conjugate has the constant Hessian n I): by
+  Sherman-Morrison-Woodbury with C = A_J J^{1/2}, ``H^{-1} r = (r - C S^{-1} C^T r) / n`` and
+  ``S = (n / sigma) I + J^{1/2} A_J^T A_J J^{1/2}``, of the size d |J| (+1) of the active groups,
+  taken from the Gram matrix of the masked design, computed once.
+"""
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+
+from .losses import Loss, SquaredLoss
+from .penalties import GroupL2
+from .solvers import LIPSCHITZ, Certificate, _record
+
+log = logging.getLogger(__name__)
+
+SIGMA_START = 100.0     # the first sigma, in units of the inverse curvature of the data term
+SIGMA_GROWTH = 10.0     # sigma's factor per outer step
+MAX_INNER = 50          # Newton steps per outer step at most
+INNER_RATIO = 0.1       # inner stop: ||grad psi|| below this share of the outer step's change of A W
+NOISE = 2.0             # an outer step whose gap exceeds the best one by this factor met rounding
+ROUNDING = 1e-12        # relative size of grad psi that float64 rounding cannot resolve
+GRAM_LIMIT = 8000       # d G + 1 up to which the masked design's Gram matrix is cached
+DENSE_LIMIT = 8000      # n up to which n-space Newton systems are factorized
+
+
+def supports(program):
+    """Whether ``solve_ssnal`` handles this program: the l2 group penalty, no cones, a loss with
+    a smooth conjugate, and a Newton system of a size that can be factorized."""
+    smooth = type(program.loss).conjugate_hessian is not Loss.conjugate_hessian
+    if program.cone or not isinstance(program.penalty, GroupL2) or not smooth:
+        return False
+    return program.Y.shape[0] <= DENSE_LIMIT or (_constant_curvature(program) and _gram_size(program) <= GRAM_LIMIT)
+
+
+def _constant_curvature(program):
+    """The squared loss's conjugate has the Hessian n I: the Gram matrix of the design serves every step."""
+    return isinstance(program.loss, SquaredLoss)
+
+
+def _gram_size(program):
+    return program.shape[0] * program.shape[1] + 1
+
+
+@dataclass
+class _State:
+    """psi and what its Newton step needs, at one dual point xi (n, c)."""
+    xi: torch.Tensor
+    value: float
+    grad: torch.Tensor     # (n, c)
+    V: torch.Tensor        # W - sigma A^T xi, (d, G, c)
+    norms: torch.Tensor    # ||V_gk||, (G, c)
+    scale: torch.Tensor    # a_gk = (1 - sigma lam / ||V_gk||)_+, (G, c)
+    W: torch.Tensor        # W+ = V * scale
+    b: torch.Tensor        # b+
+    XW: torch.Tensor       # X W+_g, (n, G, c)
+
+
+class _NewtonSystems:
+    """The Newton systems of one program: n-space or active-group space, whichever is smaller."""
+
+    def __init__(self, program):
+        self.program = program
+        self.n = program.Y.shape[0]
+        self._K = self._gram = None
+
+    @property
+    def K(self):
+        if self._K is None:
+            self._K = self.program.X @ self.program.X.T
+        return self._K
+
+    @property
+    def gram(self):
+        """Gram matrix (dG + 1, dG + 1) of the masked design [s_1 D_1 X, ..., s_G D_G X, 1]
+        (columns group-major), accumulated over row blocks."""
+        if self._gram is None:
+            p = self.program
+            d, G, _ = p.shape
+            gram = torch.zeros(d * G + 1, d * G + 1, dtype=p.X.dtype, device=p.X.device)
+            for rows in torch.split(torch.arange(self.n, device=p.X.device), max(1, 2 ** 24 // (d * G + 1))):
+                design = (p.mask_weights[rows, :, None] * p.X[rows, None, :]).reshape(len(rows), d * G)
+                design = torch.cat([design, torch.ones(len(rows), 1, dtype=design.dtype, device=design.device)], 1)
+                gram += design.T @ design
+            self._gram = gram
+        return self._gram
+
+    def direction(self, state, sigma, hessian):
+        """The Newton direction ``-H^{-1} grad psi`` (n, c), H block-diagonal over outputs."""
+        p = self.program
+        d, G, c = p.shape
+        active = state.scale > 0  # (G, c)
+        group_space = (_constant_curvature(p) and _gram_size(p) <= GRAM_LIMIT
+                       and (d * int(active.sum(0).max()) + 1 < self.n or self.n > DENSE_LIMIT))
+        if group_space:
+            return -self._group_space(state, sigma, active)
+        out = torch.empty_like(state.grad)
+        for k in range(c):
+            out[:, k] = -self._n_space(state, sigma, hessian[:, k], active[:, k], k)
+        return out
+
+    def _n_space(self, state, sigma, hessian, active, k):
+        p = self.program
+        a = state.scale[active, k]
+        u = state.V[:, active, k] / state.norms[active, k]
+        masks = p.mask_weights[:, active]
+        H = self.K * ((masks * a) @ masks.T)
+        B = masks * (p.X @ u)
+        H += (B * (1 - a)) @ B.T
+        if p.fit_intercept:
+            H += 1.0
+        H *= sigma
+        H.diagonal().add_(hessian)
+        return _spd_solve(H, state.grad[:, k:k + 1])[:, 0]
+
+    def _group_space(self, state, sigma, active):
+        """``H^{-1} grad`` for all outputs by Sherman-Morrison-Woodbury (squared loss: H = n I + ...)."""
+        p = self.program
+        d, G, c = p.shape
+        n, gram = self.n, self.gram
+        grad = state.grad
+        adjoint = p.adjoint(p.loss_image_grad(grad))  # A^T grad: (d, G, c)
+        correction = torch.zeros_like(state.V)
+        intercept = torch.zeros(c, dtype=grad.dtype, device=grad.device)
+        for k in range(c):
+            groups = torch.nonzero(active[:, k])[:, 0]
+            m = len(groups)
+            index = (groups[:, None] * d + torch.arange(d, device=groups.device)).reshape(-1)
+            if p.fit_intercept:
+                index = torch.cat([index, index.new_tensor([d * G])])
+            S = gram[index][:, index]
+            # J^{1/2} per active group: sqrt(a) I + (1 - sqrt(a)) u u^T; the intercept's is 1
+            root = state.scale[groups, k].sqrt()
+            u = (state.V[:, groups, k] / state.norms[groups, k]).T  # (m, d)
+            half = root[:, None, None] * torch.eye(d, dtype=S.dtype, device=S.device) \
+                + (1 - root)[:, None, None] * u[:, :, None] * u[:, None, :]  # (m, d, d)
+            S = _scale_blocks(S, half, m, d)
+            S.diagonal().add_(n / sigma)
+            rhs = adjoint[:, groups, k].T.reshape(-1)
+            if p.fit_intercept:
+                rhs = torch.cat([rhs, grad[:, k].sum().reshape(1)])
+            rhs = _apply_blocks(half, rhs, m, d)
+            x = _apply_blocks(half, _spd_solve(S, rhs[:, None])[:, 0], m, d)
+            correction[:, groups, k] = x[:m * d].reshape(m, d).T
+            if p.fit_intercept:
+                intercept[k] = x[-1]
+        return (grad - p.predict(p.image(correction), intercept)) / n
+
+
+def _scale_blocks(S, half, m, d):
+    """``J^{1/2} S J^{1/2}`` for the block-diagonal J^{1/2} = diag(half_1, ..., half_m, [1])."""
+    body = S[:m * d, :m * d].reshape(m, d, m, d)
+    body = torch.einsum("gab,gbhc->gahc", half, body)
+    body = torch.einsum("gahc,hdc->gahd", body, half).reshape(m * d, m * d)
+    if S.shape[0] == m * d:
+        return body
+    edge = _apply_blocks(half, S[:m * d, -1], m, d)
+    return torch.cat([torch.cat([body, edge[:, None]], 1), torch.cat([edge, S[-1:, -1]])[None]], 0)
+
+
+def _apply_blocks(half, x, m, d):
+    body = torch.einsum("gab,gb->ga", half, x[:m * d].reshape(m, d)).reshape(-1)
+    return torch.cat([body, x[m * d:]])
+
+
+def _spd_solve(H, rhs):
+    """Solve H x = rhs for a symmetric positive definite H (Cholesky, with a tiny shift if rounding
+    made it indefinite)."""
+    L, info = torch.linalg.cholesky_ex(H)
+    shift = 1e-14 * float(H.diagonal().abs().max())
+    while int(info) != 0:
+        H.diagonal().add_(shift)
+        L, info = torch.linalg.cholesky_ex(H)
+        shift *= 100
+    return torch.cholesky_solve(rhs, L)
+
+
+def _psi(program, xi, W, b, sigma):
+    p = program
+    V = W - sigma * p.adjoint(p.loss_image_grad(xi))
+    norms = torch.linalg.vector_norm(V, dim=0)
+    scale = (1 - sigma * p.penalty.lam / norms.clamp_min(1e-300)).clamp_min(0)
+    W_plus = V * scale
+    XW = p.image(W_plus)
+    value = p.loss.conjugate(xi, p.Y) + W_plus.square().sum() / (2 * sigma)
+    if p.fit_intercept:
+        b_plus = b - sigma * xi.sum(0)
+        value = value + b_plus.square().sum() / (2 * sigma)
+    else:  # a fixed offset b shifts the conjugate: F(. + b)* = F* - <., b>
+        b_plus = b
+        value = value - (xi * b).sum()
+    grad = p.loss.conjugate_grad(xi, p.Y) - p.predict(XW, b_plus)
+    return _State(xi, float(value), grad, V, norms, scale, W_plus, b_plus, XW)
+
+
+def solve_ssnal(program, W, b, tol, max_iter, history=None):
+    """Minimize the gated program from (W, b) until the float64 relative duality gap is <= tol.
+
+    ``max_iter`` bounds the Newton steps in all; ``history`` receives ``(newton steps, seconds,
+    primal, gap)`` after every outer step. The solve runs in float64 (``program.float64()``).
+    Returns ``(W, b, certificate, n_newton_steps)``: the best certified point, in float64.
+
+    sigma grows tenfold per outer step. A large sigma amplifies the rounding left in grad psi (the
+    Newton systems' condition number grows like sigma), so once an outer step raises the primal
+    objective (which an exact proximal step never does) and makes the gap clearly worse than the
+    best one, the solve goes back to the best point and caps sigma below the value that did it.
+    """
+    p = program.float64()
+    loss, Y = p.loss, p.Y
+    systems = _NewtonSystems(p)
+    W, b = W.double(), b.double()
+    XW = p.image(W)
+    b = p.intercept(XW, b)
+    xi = loss.grad(p.predict(XW, b), Y)
+    # the primal proximal term 1/(2 sigma) ||W - W_k||^2 starts SIGMA_START times flatter than
+    # the data term's largest curvature
+    sigma_start = SIGMA_START * Y.shape[0] / (p.lipschitz_data() * LIPSCHITZ[type(loss).__name__])
+    sigma, sigma_cap = sigma_start, math.inf
+    start, n_newton = time.perf_counter(), 0
+    cert = p.certificate(W, b, XW)
+    best = (cert, W, b, XW, xi)
+    _record(history, 0, start, cert)
+    while best[0].gap > tol and n_newton < max_iter:
+        state, steps = _minimize_psi(p, systems, xi, W, b, XW, sigma, max_iter - n_newton)
+        n_newton += steps
+        W, xi = state.W, state.xi
+        XW = state.XW
+        b = p.intercept(XW, state.b)
+        cert = _best_dual(p, p.certificate(W, b, XW), xi, b)
+        _record(history, n_newton, start, cert)
+        log.debug("ssnal: sigma=%.3g newton=%d primal=%.10g gap=%.3g", sigma, n_newton, cert.primal, cert.gap)
+        if cert.gap <= best[0].gap:
+            best = (cert, W, b, XW, xi)
+        if cert.gap > NOISE * best[0].gap and cert.primal >= best[0].primal and sigma > sigma_start:
+            # rounding (a proximal step never raises the primal): back to the best point, smaller step
+            sigma_cap = sigma = sigma / SIGMA_GROWTH
+            cert, W, b, XW, xi = best
+        else:
+            sigma = min(sigma * SIGMA_GROWTH, sigma_cap)
+    cert, W, b, _, _ = best
+    return W, b, cert, n_newton
+
+
+def _best_dual(p, cert, xi, b):
+    """The certificate with the better of two dual points: the scaled gradient at the primal point
+    (``certificate``'s) and the Newton iterate xi, centered (1^T xi = 0, with an intercept) and
+    scaled into the dual ball. Both are dual feasible; xi is the better one while the primal is
+    still far from exact, which a tiny lam makes common."""
+    if p.fit_intercept:
+        xi = xi - xi.mean(0)
+    worst = float(p.penalty.dual_norms(p.adjoint(p.loss_image_grad(xi))).max())
+    xi = xi * min(1.0, p.penalty.lam / worst) if worst > 0 else xi
+    value = -float(p.loss.conjugate(xi, p.Y))
+    if not p.fit_intercept:  # a fixed offset b: the dual of F(. + b) is -F* + <., b>
+        value += float((xi * b).sum())
+    if not value > cert.dual:  # also when xi fell outside the conjugate's domain (-inf)
+        return cert
+    return Certificate(cert.primal, value, (cert.primal - value) / max(abs(cert.primal), 1e-300))
+
+
+def _minimize_psi(p, systems, xi, W, b, XW, sigma, budget):
+    """Newton's method on psi from xi, for the outer point (W, b). Returns ``(state, steps)``."""
+    fit_before = p.predict(XW, b)
+    state = _psi(p, xi, W, b, sigma)
+    for steps in range(min(MAX_INNER, budget)):
+        fit = p.predict(state.XW, state.b)
+        residual = float(torch.linalg.vector_norm(state.grad))
+        # stop once psi is minimized well enough for this outer step, or down to rounding
+        enough = max(INNER_RATIO * float(torch.linalg.vector_norm(fit - fit_before)),
+                     ROUNDING * float(torch.linalg.vector_norm(fit)))
+        if residual <= enough:
+            return state, steps
+        direction = systems.direction(state, sigma, p.loss.conjugate_hessian(state.xi, p.Y))
+        trial, moved = _line_search(p, state, direction, W, b, sigma)
+        stalled = trial.value >= state.value and float(torch.linalg.vector_norm(trial.grad)) >= residual
+        state = trial
+        if not moved or stalled:
+            return state, steps + 1
+    return state, min(MAX_INNER, budget)
+
+
+def _line_search(program, state, direction, W, b, sigma):
+    """Armijo backtracking on psi along ``direction``, inside the conjugate's domain.
+    Returns ``(state, moved)``."""
+    slope = float((state.grad * direction).sum())
+    if not slope < 0:
+        return state, False
+    step = 1.0
+    while step > 1e-12:
+        xi = state.xi + step * direction
+        if program.loss.in_conjugate_domain(xi, program.Y):
+            trial = _psi(program, xi, W, b, sigma)
+            if math.isfinite(trial.value) and trial.value <= state.value + 1e-4 * step * slope:
+                return trial, True
+        step *= 0.5
+    return state, False

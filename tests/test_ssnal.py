@@ -1,0 +1,130 @@
+"""The Newton solver (SSNAL): CVXPY's optimum on random problems, its Newton systems against the
+generalized Hessian built by hand, the width of float32 and float64 solves, and the estimators'
+use of it."""
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.exceptions import ConvergenceWarning
+
+from convexgan import ConvexReLU, ConvexReLUClassifier, fit_relu_generator, losses, sample_patterns, solvers, ssnal
+from convexgan.penalties import GroupL2
+from cvxpy_reference import reference_optimum
+
+N_PROBLEMS = 12
+
+
+def random_problem(seed, loss):
+    rng = np.random.default_rng(seed)
+    n, d = int(rng.integers(10, 30)), int(rng.integers(2, 6))
+    X = rng.standard_normal((n, d))
+    y = rng.standard_normal(n) if loss == "squared" else np.r_[0, 1, rng.integers(0, 2, n - 2)]
+    return X, y, float(rng.uniform(0.005, 0.1)), bool(seed % 2)
+
+
+@pytest.mark.parametrize("loss", ["squared", "logistic"])
+def test_matches_cvxpy_with_and_without_intercept(loss):
+    estimator = ConvexReLU if loss == "squared" else ConvexReLUClassifier
+    for seed in range(N_PROBLEMS):
+        X, y, lam, fit_intercept = random_problem(seed, loss)
+        model = estimator(lam=lam, n_patterns=8, activation="gated", solver="newton", tol=1e-9,
+                          fit_intercept=fit_intercept, seed=seed).fit(X, y)
+        assert model.solver_ == "newton" and model.converged_, (seed, model.gap_)
+        Y = y[:, None] if loss == "squared" else (2.0 * y - 1)[:, None]
+        expected = reference_optimum(X, Y, X @ model.gates_ >= 0, lam, loss, "gated", fit_intercept, vector=False)
+        assert model.objective_ == pytest.approx(expected, rel=1e-6), seed
+        assert model.dual_objective_ <= expected * (1 + 1e-7) + 1e-12, seed
+        assert model.network_objective(X, y) == pytest.approx(model.objective_, rel=1e-8), seed
+
+
+@pytest.mark.parametrize("shape", ["tall", "wide"])
+def test_vector_output_program_matches_cvxpy(shape):
+    """Every output with its own neurons (the generator fit): one program over all outputs.
+    Tall (n >> d P) problems take the active-group Newton systems, wide ones the n-space ones."""
+    rng = np.random.default_rng(3)
+    n, d, P = (120, 2, 4) if shape == "tall" else (15, 4, 10)
+    Z, G = rng.standard_normal((n, d)), rng.standard_normal((n, 3))
+    network = fit_relu_generator(Z, G, lam=0.02, n_patterns=P, activation="gated", tol=1e-9, max_iter=500)
+    masks, _ = sample_patterns(Z, P, seed=0)
+    expected = sum(reference_optimum(Z, G[:, [k]], masks, 0.02, "squared", "gated", True, vector=False)
+                   for k in range(3))
+    assert network.certificate.gap <= 1e-9
+    assert network.certificate.objective == pytest.approx(expected, rel=1e-6)
+    own = ((network(torch.as_tensor(Z)).numpy() - G) ** 2).sum() / (2 * n) + 0.02 * float(network.weight_penalty())
+    assert own == pytest.approx(expected, rel=1e-6)
+
+
+def explicit_hessian(program, state, sigma, k):
+    """grad^2 F* + sigma (A J A^T + 1 1^T) for output k, from the dense masked design."""
+    X, masks = program.X, program.mask_weights
+    n, d = X.shape
+    design = (masks[:, :, None] * X[:, None, :]).reshape(n, -1)  # columns group-major
+    blocks = []
+    for g in range(masks.shape[1]):
+        v, t = state.V[:, g, k], sigma * program.penalty.lam
+        norm = torch.linalg.vector_norm(v)
+        blocks.append(torch.zeros(d, d, dtype=X.dtype) if norm <= t else
+                      (1 - t / norm) * torch.eye(d, dtype=X.dtype) + t / norm ** 3 * torch.outer(v, v))
+    H = design @ torch.block_diag(*blocks) @ design.T + (1.0 if program.fit_intercept else 0.0)
+    curvature = program.loss.conjugate_hessian(state.xi, program.Y)[:, k]
+    return torch.diag(curvature) + sigma * H
+
+
+@pytest.mark.parametrize("loss,n,c", [("squared", 40, 2), ("squared", 9, 1), ("logistic", 30, 1)])
+def test_newton_direction_solves_the_generalized_hessian_system(loss, n, c):
+    rng = np.random.default_rng(0)
+    X = torch.as_tensor(rng.standard_normal((n, 3)))
+    masks = torch.as_tensor(rng.random((n, 4)) > 0.4)
+    Y = torch.as_tensor(rng.standard_normal((n, c)) if loss == "squared" else rng.choice([-1.0, 1.0], (n, 1)))
+    program = solvers.ConvexProgram(X, masks, torch.ones(4, dtype=X.dtype), Y, losses.LOSSES[loss](),
+                                    GroupL2(1.0), fit_intercept=True, cone=False)
+    W = 5 * torch.as_tensor(rng.standard_normal((3, 4, c)))
+    W[:, :2] = 0  # groups the prox may set to zero
+    share = torch.as_tensor(rng.uniform(0.1, 0.9, (n, c)))  # a dual point inside the conjugate's domain
+    xi = 0.01 * share if loss == "squared" else -Y * share / n
+    state = ssnal._psi(program, xi, W, torch.zeros(c, dtype=X.dtype), 0.7)
+    assert 0 < int((state.scale > 0).sum()) < 4 * c  # some groups active, some not
+    direction = ssnal._NewtonSystems(program).direction(state, 0.7, program.loss.conjugate_hessian(xi, Y))
+    for k in range(c):
+        H = explicit_hessian(program, state, 0.7, k)
+        torch.testing.assert_close(H @ direction[:, k], -state.grad[:, k], rtol=1e-9, atol=1e-11)
+
+
+def test_float32_and_float64_solves_recover_the_same_width():
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((60, 5))
+    y = np.maximum(X @ rng.standard_normal(5), 0) - np.maximum(X @ rng.standard_normal(5), 0)
+    Y = np.c_[y, X[:, 0] * X[:, 1]]
+    for target in (y, Y):  # one output (Newton against FISTA), two (nuclear norm, FISTA)
+        widths = [ConvexReLU(lam=0.02, n_patterns=30, activation="gated", tol=1e-5, dtype=dtype, solver=solver,
+                             max_iter=50000).fit(X, target).n_neurons_
+                  for dtype, solver in [("float64", "auto"), ("float32", "fista")]]
+        assert widths[0] == widths[1] and 0 < widths[0] < 30 * target.reshape(60, -1).shape[1]
+
+
+def test_certify_uses_the_fitted_program_after_set_params():
+    rng = np.random.default_rng(2)
+    X, y = rng.standard_normal((40, 4)), rng.standard_normal(40)
+    model = ConvexReLU(lam=0.01, n_patterns=12, activation="gated", tol=1e-9).fit(X, y)
+    model.set_params(lam=1.0, fit_intercept=False)
+    cert = model.certify(X, y, model.coef_, model.intercept_)
+    # the fitted program (lam 0.01, intercept): its primal, and a gap only its optimum has (the
+    # gradient-based dual of ``certify`` is weaker than the solver's own, which proved 1e-9)
+    assert cert.primal == pytest.approx(model.objective_, rel=1e-10) and cert.gap <= 1e-6
+    assert model.network_objective(X, y) == pytest.approx(model.objective_, rel=1e-8)
+
+
+def test_non_convergence_warns_and_bad_solver_choices_are_named():
+    rng = np.random.default_rng(4)
+    X, y = rng.standard_normal((50, 6)), rng.standard_normal(50)
+    with pytest.warns(ConvergenceWarning, match="max_iter=2"):
+        model = ConvexReLU(lam=1e-4, n_patterns=20, activation="gated", tol=1e-12, max_iter=2).fit(X, y)
+    assert not model.converged_
+    with pytest.raises(ValueError, match="solver='fista'"):  # cross-entropy has no smooth conjugate
+        ConvexReLUClassifier(activation="gated", solver="newton").fit(X, np.arange(50) % 3)
+    with pytest.raises(ValueError, match="solver"):
+        ConvexReLU(activation="relu", solver="newton").fit(X, y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        assert ConvexReLUClassifier(activation="gated", tol=1e-6).fit(X, np.arange(50) % 3).solver_ == "fista"
