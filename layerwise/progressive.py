@@ -199,7 +199,7 @@ class ProgressiveTrainer:
     Parameters: ``layers`` stages (resolution 4 * 2^layers); ``rank`` noise dimension and kept
     rank of each stage's closed form, one int for all stages or one per stage; ``lam`` weight decay of the convex fits; ``n_patterns``
     sampled gates per output; ``n_patches`` patches each fit sees; ``activation`` "gated" or
-    "relu" (exact, far slower); ``tol``, ``max_iter`` for the fits; ``seed``; ``device`` of the fits
+    "relu" (exact, far slower); ``tol``, ``max_iter`` for the fits (Newton steps for gated ones); ``seed``; ``device`` of the fits
     and the closed forms; ``data``, a description of the training set, kept in the checkpoint so
     that a resume on other data is refused.
     """
