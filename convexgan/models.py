@@ -117,8 +117,10 @@ class _ConvexTwoLayer(BaseEstimator):
         else:
             signs = torch.ones(P, dtype=dtype, device=device)
             penalty = GroupL2(params["lam"]) if Y.shape[1] == 1 else NuclearNorm(params["lam"])
+        exact = None if dtype == torch.float64 else tuple(torch.as_tensor(A, dtype=torch.float64, device=device)
+                                                          for A in (X, Y))
         return solvers.ConvexProgram(Xt, Mt, signs, Yt, loss, penalty, params["fit_intercept"],
-                                     cone=params["activation"] == "relu")
+                                     cone=params["activation"] == "relu", exact=exact)
 
     def _prepare(self, X, Y, loss, masks):
         """The program of ``fit``, its solver, and for FISTA the singular basis and metric."""

@@ -48,12 +48,17 @@ class ConvexProgram:
     device and dtype (masks bool)."""
     TENSORS = ("X", "Y", "mask_weights", "cone_signs")  # the data float64() converts
 
-    def __init__(self, X, masks, signs, Y, loss, penalty, fit_intercept, cone):
+    def __init__(self, X, masks, signs, Y, loss, penalty, fit_intercept, cone, exact=None):
+        """``exact``: X and Y in float64 before any rounding to X's dtype; a float32 program keeps
+        them so that its float64 certificates are those of the data, not of their rounding."""
         self.X, self.Y, self.loss, self.penalty = X, Y, loss, penalty
         self.fit_intercept, self.cone = fit_intercept, cone
         self.mask_weights = masks.to(X.dtype) * signs  # s_g D_g as an (n, G) matrix
         self.cone_signs = 2 * masks.to(X.dtype) - 1 if cone else None  # the diagonal of 2 D_g - I
         self.shape = (X.shape[1], masks.shape[1], Y.shape[1])
+        if exact is not None and X.dtype != torch.float64:
+            self._float64 = ConvexProgram(*exact[:1], masks, signs.double(), *exact[1:], loss, penalty,
+                                          fit_intercept, cone)
 
     def image(self, W):
         """X W_g for every group: (n, G, c)."""
@@ -140,11 +145,15 @@ class ConvexProgram:
         return self._float64
 
     def confirmed_certificate(self, W, b, multipliers=None, refine=False):
-        """The certificate recomputed in float64 from the weights (the products X W included)."""
+        """The certificate recomputed in float64 from the weights (the products X W included),
+        the intercept re-fitted in float64 so that the dual constraint ``1^T Theta = 0`` holds to
+        float64 precision. Returns ``(certificate, intercept)``, the intercept in float64."""
         exact = self.float64()
         W = W.double()
+        XW = exact.image(W)
+        b = exact.intercept(XW, b.double())
         multipliers = None if multipliers is None else multipliers.double()
-        return exact.certificate(W, b.double(), exact.image(W), multipliers, refine)
+        return exact.certificate(W, b, XW, multipliers, refine), b
 
     def certificate(self, W, b, XW, multipliers=None, refine=False):
         pred = self.predict(XW, b)
@@ -179,11 +188,11 @@ def singular_basis(program, always=False):
     n, d = program.X.shape
     if n >= d and not always:
         return program, None, None
-    U, s, Vh = torch.linalg.svd(program.X.double(), full_matrices=False)  # float64: V maps back exactly
+    exact = program.float64()
+    U, s, Vh = torch.linalg.svd(exact.X, full_matrices=False)  # float64: V maps back exactly
     r = max(int((s > s[0] * 1e-12).sum()), 1)
     reduced = copy.copy(program)
     reduced.X, reduced.shape = (U[:, :r] * s[:r]).to(program.X.dtype), (r, *program.shape[1:])
-    exact = program.float64()
     if exact is not program:  # certificates in float64 use the exact rotated data, not its rounding
         reduced._float64 = copy.copy(exact)
         reduced._float64.X, reduced._float64.shape = U[:, :r] * s[:r], reduced.shape
@@ -272,7 +281,8 @@ def _solve_prox(program, prox, W, b, tol, max_iter, check_every, history, metric
         b = program.intercept(XW, b)
         cert = program.certificate(W, b, XW, no_multipliers, refine=program.cone)
         if cert.gap <= tol and W.dtype != torch.float64:  # stop only on a float64 certificate
-            cert = program.confirmed_certificate(W, b, no_multipliers, refine=program.cone)
+            cert, exact_b = program.confirmed_certificate(W, b, no_multipliers, refine=program.cone)
+            b = exact_b if cert.gap <= tol else b  # the stopping point's intercept, in float64
         result["certificate"] = cert
         _record(history, it, start, cert)
         return cert.gap <= tol, b
@@ -326,7 +336,8 @@ def solve_cone(program, W, b, tol, max_iter, check_every=10, history=None):
             if cert.cone_violation <= tol < cert.gap:  # feasible: try the best multipliers for Theta
                 cert = program.certificate(W, b, XW, updated, refine=True)
             if cert.gap <= tol and cert.cone_violation <= tol and W.dtype != torch.float64:
-                cert = program.confirmed_certificate(W, b, updated, refine=True)
+                cert, exact_b = program.confirmed_certificate(W, b, updated, refine=True)
+                b = exact_b if cert.gap <= tol and cert.cone_violation <= tol else b
             result["certificate"] = cert
             _record(history, n_iter + it, start, cert)
             done = cert.gap <= tol and cert.cone_violation <= tol

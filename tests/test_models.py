@@ -211,3 +211,21 @@ def test_returned_intercept_is_the_certified_one(activation):
     without_intercept = model.predict(X) - model.intercept_[0]
     assert model.intercept_[0] == pytest.approx(np.mean(y - without_intercept), abs=1e-12)
     assert model.network_objective(X, y) == pytest.approx(model.objective_, rel=1e-12)
+
+
+@pytest.mark.parametrize("activation", ["gated", "relu"])
+def test_float32_solves_report_the_float64_intercept_of_their_certificate(activation):
+    """The float64 confirmation re-fits the intercept in float64, so that the dual constraint
+    1^T Theta = 0 of its certificate holds to float64 precision at the reported point."""
+    rng = np.random.default_rng(3)
+    X, y = rng.standard_normal((80, 5)), rng.standard_normal(80) + 3
+    model = ConvexReLU(lam=0.01, n_patterns=10, activation=activation, dtype="float32", tol=1e-5,
+                       solver="fista" if activation == "gated" else "auto", max_iter=100000).fit(X, y)
+    assert model.converged_
+    masks = X @ model.gates_ >= 0
+    P = masks.shape[1]
+    signs = np.r_[np.ones(P), -np.ones(P)] if activation == "relu" else np.ones(P)
+    masks = np.tile(masks, (1, len(signs) // P))
+    prediction = (masks * signs * (X @ model.coef_[:, :, 0])).sum(1) + model.intercept_[0]
+    residual = prediction - y  # n Theta for the squared loss, at the reported float64 point
+    assert abs(residual.sum()) <= 1e-11 * np.abs(residual).sum()
