@@ -18,8 +18,9 @@ a convex function of xi (n, c) alone whose generalized Hessian is
 on the groups it sets to zero, ``J_g = a_g I + (1 - a_g) u_g u_g^T`` on the others
 (``a_g = 1 - sigma lam / ||v_g||``, ``u_g = v_g / ||v_g||``, v = W - sigma A^T xi). Each outer
 step minimizes psi by Newton's method with an Armijo line search, then takes (W, b) <- (W+, b+)
-(a proximal-point step on the primal) and grows sigma; it converges superlinearly. The duality
-gap of ``ConvexProgram.certificate`` at (W, b), in float64, decides when to stop.
+(a proximal-point step on the primal) and grows sigma; it converges superlinearly. The relative
+duality gap at (W, b), in float64, decides when to stop: ``ConvexProgram.certificate``'s, with
+the better of two dual points (the scaled gradient at W, and the scaled Newton iterate xi).
 
 The losses used here (squared, logistic) and the penalty are separable over outputs, so each
 output k has its own Newton system, solved in the smaller of two spaces:
