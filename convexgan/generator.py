@@ -15,7 +15,6 @@ problems), which separates over the output columns and is solved one column at a
 ``min sum ||V_i[:, k]|| s.t. sum_i D_i Z V_i + b = G`` when the patterns can represent G.
 """
 import logging
-import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -24,7 +23,7 @@ from tqdm.auto import tqdm
 
 from . import losses, solvers, ssnal
 from .models import DTYPES, ConvexReLU
-from .networks import TwoLayerGatedReLU, TwoLayerReLU
+from .networks import network_from_neurons
 from .patterns import sample_patterns
 from .penalties import GroupL2
 from .recovery import separate_neurons
@@ -74,34 +73,18 @@ def fit_relu_generator(Z, G, lam=1e-4, n_patterns=64, activation="relu", tol=1e-
 def _fit_gated(Z, G, lam, n_patterns, tol, max_iter, seed, device, dtype):
     """The gated program of all outputs at once: ``GroupL2`` over every (pattern, output)."""
     masks, gates = sample_patterns(Z, n_patterns, seed=seed)
-    program = _gated_program(Z, masks, G, lam, torch.float64, device)  # the Newton solver works in float64
-    if ssnal.supports(program):
+    program = solvers.ConvexProgram.from_arrays(Z, masks, np.ones(masks.shape[1]), G, losses.SquaredLoss(),
+                                                GroupL2(lam), True, False, DTYPES[dtype], device)
+    if ssnal.supports(program):  # it works in float64: on the data, not on their rounding
         precision = torch.float64
         W, b, cert, n_iter = ssnal.solve_ssnal(program, *program.zeros(), tol, max_iter)
     else:
         precision = DTYPES[dtype]
-        program = _gated_program(Z, masks, G, lam, precision, device)
         W, b, cert, n_iter = solvers.solve_gated(program, *program.zeros(), tol, max_iter)
-    group, k, hidden, root = separate_neurons(W.cpu(), precision)
-    with warnings.catch_warnings():  # a network with no neurons is legitimate: lam above lam_max
-        warnings.filterwarnings("ignore", "Initializing zero-element tensors")
-        network = TwoLayerGatedReLU(Z.shape[1], len(group), G.shape[1]).double()
-    output = torch.zeros(G.shape[1], len(group), dtype=torch.float64)
-    output[k, torch.arange(len(group))] = root
-    with torch.no_grad():
-        network.hidden.weight.copy_(hidden)
-        network.output.weight.copy_(output)
-        network.output.bias.copy_(b.double().cpu())
-        network.gates.copy_(torch.as_tensor(gates)[:, group])
+    group, hidden, output = separate_neurons(W.cpu(), precision)
+    network = network_from_neurons(hidden, output, b.double().cpu(), torch.as_tensor(gates)[:, group])
     fit = GeneratorFit(cert.primal, cert.dual, cert.gap, 0.0, len(group), n_iter)
-    return _finish(network.requires_grad_(False), fit, cert.gap <= tol, G.shape[1], max_iter, tol)
-
-
-def _gated_program(Z, masks, G, lam, dtype, device):
-    def tensor(array):
-        return torch.as_tensor(array, dtype=dtype, device=device)
-    return solvers.ConvexProgram(tensor(Z), torch.as_tensor(masks, device=device), tensor(np.ones(masks.shape[1])),
-                                 tensor(G), losses.SquaredLoss(), GroupL2(lam), True, cone=False)
+    return _finish(network, fit, cert.gap <= tol, G.shape[1], max_iter, tol)
 
 
 def _finish(network, fit, converged, n_outputs, max_iter, tol):
@@ -117,17 +100,7 @@ def _finish(network, fit, converged, n_outputs, max_iter, tol):
 def _stack(networks, activation):
     """One network from per-output networks (n, m) -> (n, 1): neurons side by side, each
     feeding its own output."""
-    d, c = networks[0].hidden.weight.shape[1], len(networks)
-    sizes = [net.hidden.weight.shape[0] for net in networks]
-    network = (TwoLayerGatedReLU if activation == "gated" else TwoLayerReLU)(d, sum(sizes), c).double()
-    output = torch.zeros(c, sum(sizes), dtype=torch.float64)
-    start = np.cumsum([0] + sizes)
-    for k, net in enumerate(networks):
-        output[k, start[k]:start[k + 1]] = net.output.weight[0]
-    with torch.no_grad():
-        network.hidden.weight.copy_(torch.cat([net.hidden.weight for net in networks]))
-        network.output.weight.copy_(output)
-        network.output.bias.copy_(torch.cat([net.output.bias for net in networks]))
-        if activation == "gated":
-            network.gates.copy_(torch.cat([net.gates for net in networks], 1))
-    return network.requires_grad_(False)
+    output = torch.block_diag(*(net.output.weight.T for net in networks))  # (sum m, c)
+    return network_from_neurons(torch.cat([net.hidden.weight for net in networks]), output,
+                                torch.cat([net.output.bias for net in networks]),
+                                torch.cat([net.gates for net in networks], 1) if activation == "gated" else None)

@@ -37,7 +37,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
 
 from . import losses, solvers, ssnal
-from .networks import TwoLayerGatedReLU, TwoLayerReLU
+from .networks import network_from_neurons
 from .patterns import sample_patterns, unique_columns
 from .penalties import GroupL2, NuclearNorm
 from .recovery import separate_neurons, shared_neurons
@@ -106,21 +106,16 @@ class _ConvexTwoLayer(BaseEstimator):
         """The convex program for X (n, d) and targets Y (n, c), as tensors, with the estimator's
         parameters ``params`` (default: the current ones)."""
         params = params or self.get_params()
-        dtype, device = DTYPES[params["dtype"]], torch.device(params["device"])
-        Xt = torch.as_tensor(X, dtype=dtype, device=device)
-        Yt = torch.as_tensor(Y, dtype=dtype, device=device)
-        Mt = torch.as_tensor(masks, device=device)
-        P = Mt.shape[1]
+        P = masks.shape[1]
         if params["activation"] == "relu":  # groups: u_1..u_P (+1), then v_1..v_P (-1)
-            signs = torch.cat([torch.ones(P), -torch.ones(P)]).to(device, dtype)
-            Mt, penalty = torch.cat([Mt, Mt], 1), GroupL2(params["lam"])
+            signs = np.r_[np.ones(P), -np.ones(P)]
+            masks, penalty = np.concatenate([masks, masks], 1), GroupL2(params["lam"])
         else:
-            signs = torch.ones(P, dtype=dtype, device=device)
+            signs = np.ones(P)
             penalty = GroupL2(params["lam"]) if Y.shape[1] == 1 else NuclearNorm(params["lam"])
-        exact = None if dtype == torch.float64 else tuple(torch.as_tensor(A, dtype=torch.float64, device=device)
-                                                          for A in (X, Y))
-        return solvers.ConvexProgram(Xt, Mt, signs, Yt, loss, penalty, params["fit_intercept"],
-                                     cone=params["activation"] == "relu", exact=exact)
+        return solvers.ConvexProgram.from_arrays(X, masks, signs, Y, loss, penalty, params["fit_intercept"],
+                                                 params["activation"] == "relu", DTYPES[params["dtype"]],
+                                                 torch.device(params["device"]))
 
     def _prepare(self, X, Y, loss, masks):
         """The program of ``fit``, its solver, and for FISTA the singular basis and metric."""
@@ -137,8 +132,8 @@ class _ConvexTwoLayer(BaseEstimator):
                                  f"({type(program.penalty).__name__}, {type(program.loss).__name__}, "
                                  f"n={X.shape[0]}) needs solver='fista' (or 'auto').")
             solver = "newton" if solver == "auto" and newton else ("fista" if solver == "auto" else solver)
-            if solver == "newton":  # it works in float64: from the data, not from their float32 rounding
-                program = self._program(X, Y, loss, masks, {**self.get_params(), "dtype": "float64"})
+            if solver == "newton":  # it works in float64: on the data, not on their float32 rounding
+                program = program.float64()
         precondition = solver == "fista" and bool(self.precondition) and Y.shape[1] == 1
         program, basis, metric = solvers.singular_basis(program, always=precondition)
         return _Prepared(program, basis, metric if precondition else None, solver)
@@ -213,27 +208,16 @@ class _ConvexTwoLayer(BaseEstimator):
     def _recover(self):
         """The two-layer network of the solution: its neurons and output weights, float64 on the CPU."""
         W = torch.as_tensor(self.coef_, dtype=torch.float64)
-        d, G, c = W.shape
         params = self.fitted_params_
         precision = torch.float64 if self.solver_ == "newton" else DTYPES[params["dtype"]]
         if params["activation"] == "gated":
             group, hidden, output, _ = shared_neurons(W, precision)
+            gates = torch.as_tensor(self.gates_)[:, group]
         else:  # one neuron per nonzero (group, output); the v's (second half) get negative output weights
-            group, k, hidden, root = separate_neurons(W, precision)
-            output = torch.zeros(len(group), c, dtype=torch.float64)
-            output[torch.arange(len(group)), k] = torch.where(group < G // 2, 1.0, -1.0).double() * root
-        network_class = TwoLayerGatedReLU if params["activation"] == "gated" else TwoLayerReLU
-        with warnings.catch_warnings():  # a network with no neurons is legitimate: lam >= lam_max
-            warnings.filterwarnings("ignore", "Initializing zero-element tensors")
-            network = network_class(d, len(group), c, bias=params["fit_intercept"]).double()
-        with torch.no_grad():
-            network.hidden.weight.copy_(hidden)
-            network.output.weight.copy_(output.T)
-            if params["fit_intercept"]:
-                network.output.bias.copy_(torch.as_tensor(self.intercept_))
-            if params["activation"] == "gated":
-                network.gates.copy_(torch.as_tensor(self.gates_)[:, group])
-        return network.requires_grad_(False)
+            group, hidden, output = separate_neurons(W, precision)
+            output *= torch.where(group < W.shape[1] // 2, 1.0, -1.0).double()[:, None]
+            gates = None
+        return network_from_neurons(hidden, output, self.intercept_ if params["fit_intercept"] else None, gates)
 
     # -- using the fitted model ----------------------------------------------------------------
     def _check_fitted(self):

@@ -1,4 +1,6 @@
 """The non-convex two-layer networks that the convex programs solve, as ``torch.nn`` modules."""
+import warnings
+
 import torch
 from torch import nn
 
@@ -32,3 +34,21 @@ class TwoLayerGatedReLU(TwoLayerReLU):
     def activation(self, x):
         # in place on the fresh hidden output: one pass less over an (n, m) tensor
         return self.hidden(x).masked_fill_(x @ self.gates < 0, 0)
+
+
+def network_from_neurons(hidden, output, bias=None, gates=None):
+    """The frozen float64 network with neurons ``hidden`` (m, d), output weights ``output`` (m, c),
+    intercept ``bias`` (c,) or None, and for a gated network the ``gates`` (d, m)."""
+    (m, d), c = hidden.shape, output.shape[1]
+    network_class = TwoLayerReLU if gates is None else TwoLayerGatedReLU
+    with warnings.catch_warnings():  # a network with no neurons is legitimate: lam >= lam_max
+        warnings.filterwarnings("ignore", "Initializing zero-element tensors")
+        network = network_class(d, m, c, bias=bias is not None).double()
+    with torch.no_grad():
+        network.hidden.weight.copy_(hidden)
+        network.output.weight.copy_(output.T)
+        if bias is not None:
+            network.output.bias.copy_(torch.as_tensor(bias))
+        if gates is not None:
+            network.gates.copy_(torch.as_tensor(gates))
+    return network.requires_grad_(False)

@@ -40,9 +40,12 @@ def shared_neurons(W, dtype=torch.float64):
 
 def separate_neurons(W, dtype=torch.float64):
     """Neurons of W (d, G, c) under the l2 penalty per group and output, in (group, output) order.
-    Returns ``(group (m,), output index (m,), hidden (m, d), output weight (m,))``, float64."""
+    Returns ``(group (m,), hidden (m, d), output (m, c))``, float64: each neuron's output weight
+    sits in its own output's column."""
     W = W.double()
     norms = torch.linalg.vector_norm(W, dim=0)  # (G, c)
     group, k = torch.nonzero(norms > threshold(norms, dtype), as_tuple=True)
     root = norms[group, k].sqrt()
-    return group, k, W[:, group, k].T / root[:, None], root
+    output = torch.zeros(len(group), W.shape[2], dtype=torch.float64, device=W.device)
+    output[torch.arange(len(group)), k] = root
+    return group, W[:, group, k].T / root[:, None], output

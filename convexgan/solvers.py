@@ -60,6 +60,16 @@ class ConvexProgram:
             self._float64 = ConvexProgram(*exact[:1], masks, signs.double(), *exact[1:], loss, penalty,
                                           fit_intercept, cone)
 
+    @classmethod
+    def from_arrays(cls, X, masks, signs, Y, loss, penalty, fit_intercept, cone, dtype, device):
+        """The program of arrays (NumPy or torch) X (n, d), masks (n, G), signs (G,), Y (n, c), as
+        tensors of ``dtype`` on ``device``; below float64 it keeps its float64 twin of the data."""
+        def tensor(A, dtype=dtype):
+            return torch.as_tensor(A, dtype=dtype, device=device)
+        exact = None if dtype == torch.float64 else (tensor(X, torch.float64), tensor(Y, torch.float64))
+        return cls(tensor(X), torch.as_tensor(masks, device=device), tensor(signs), tensor(Y), loss, penalty,
+                   fit_intercept, cone, exact=exact)
+
     def image(self, W):
         """X W_g for every group: (n, G, c)."""
         return (self.X @ W.reshape(self.shape[0], -1)).reshape(self.X.shape[0], *self.shape[1:])
