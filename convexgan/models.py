@@ -147,7 +147,8 @@ class _ConvexTwoLayer(BaseEstimator):
             W = torch.as_tensor(self.coef_, dtype=W.dtype, device=W.device)
             basis = prepared.basis
             W = W if basis is None else torch.einsum("dr,dgc->rgc", basis, W.double()).to(W.dtype)
-            b = torch.as_tensor(self.intercept_, dtype=W.dtype, device=W.device)
+            if self.fit_intercept:  # else b stays zero: an old intercept is no part of this program
+                b = torch.as_tensor(self.intercept_, dtype=W.dtype, device=W.device)
         self._solve(prepared, gates, W, b)
         return self
 

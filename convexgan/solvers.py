@@ -178,10 +178,16 @@ class ConvexProgram:
         norms = self.penalty.dual_norms(self.adjoint(R))
         if self.cone and refine:
             norms = self.refine_dual_norms(Theta, norms)
+        dual = self.scaled_dual(Theta, norms)
+        return Certificate(primal, dual, (primal - dual) / max(abs(primal), 1e-300), violation)
+
+    def scaled_dual(self, Theta, norms):
+        """The dual value ``-F*(alpha Theta)`` of Theta (n, c) scaled into the dual ball: ``alpha =
+        min(1, lam / max(norms))`` with ``norms`` its dual norms per group; a lower bound on the
+        optimum when Theta also satisfies the intercept's constraint ``1^T Theta = 0``."""
         worst = float(norms.max())
         alpha = min(1.0, self.penalty.lam / worst) if worst > 0 else 1.0
-        dual = -float(self.loss.conjugate(alpha * Theta, self.Y))
-        return Certificate(primal, dual, (primal - dual) / max(abs(primal), 1e-300), violation)
+        return -float(self.loss.conjugate(alpha * Theta, self.Y))
 
 
 def singular_basis(program, always=False):

@@ -62,16 +62,13 @@ def supports(program):
     smooth = type(program.loss).conjugate_hessian is not Loss.conjugate_hessian
     if program.cone or not isinstance(program.penalty, GroupL2) or not smooth:
         return False
-    return program.Y.shape[0] <= DENSE_LIMIT or (_constant_curvature(program) and _gram_size(program) <= GRAM_LIMIT)
+    return program.Y.shape[0] <= DENSE_LIMIT or _group_space_available(program)
 
 
-def _constant_curvature(program):
-    """The squared loss's conjugate has the Hessian n I: the Gram matrix of the design serves every step."""
-    return isinstance(program.loss, SquaredLoss)
-
-
-def _gram_size(program):
-    return program.shape[0] * program.shape[1] + 1
+def _group_space_available(program):
+    """The squared loss's conjugate has the Hessian n I, so one Gram matrix of the masked design
+    (d G + 1 square) serves every Newton step in the space of the active groups."""
+    return isinstance(program.loss, SquaredLoss) and program.shape[0] * program.shape[1] + 1 <= GRAM_LIMIT
 
 
 @dataclass
@@ -122,8 +119,8 @@ class _NewtonSystems:
         p = self.program
         d, G, c = p.shape
         active = state.scale > 0  # (G, c)
-        group_space = (_constant_curvature(p) and _gram_size(p) <= GRAM_LIMIT
-                       and (d * int(active.sum(0).max()) + 1 < self.n or self.n > DENSE_LIMIT))
+        group_space = _group_space_available(p) and (d * int(active.sum(0).max()) + 1 < self.n
+                                                      or self.n > DENSE_LIMIT)
         if group_space:
             return -self._group_space(state, sigma, active)
         out = torch.empty_like(state.grad)
@@ -214,19 +211,15 @@ def _psi(program, xi, W, b, sigma):
     scale = (1 - sigma * p.penalty.lam / norms.clamp_min(1e-300)).clamp_min(0)
     W_plus = V * scale
     XW = p.image(W_plus)
-    value = p.loss.conjugate(xi, p.Y) + W_plus.square().sum() / (2 * sigma)
-    if p.fit_intercept:
-        b_plus = b - sigma * xi.sum(0)
-        value = value + b_plus.square().sum() / (2 * sigma)
-    else:  # a fixed offset b shifts the conjugate: F(. + b)* = F* - <., b>
-        b_plus = b
-        value = value - (xi * b).sum()
+    b_plus = b - sigma * xi.sum(0) if p.fit_intercept else b  # without an intercept b is zero
+    value = p.loss.conjugate(xi, p.Y) + (W_plus.square().sum() + b_plus.square().sum()) / (2 * sigma)
     grad = p.loss.conjugate_grad(xi, p.Y) - p.predict(XW, b_plus)
     return _State(xi, float(value), grad, V, norms, scale, W_plus, b_plus, XW)
 
 
 def solve_ssnal(program, W, b, tol, max_iter, history=None):
-    """Minimize the gated program from (W, b) until the float64 relative duality gap is <= tol.
+    """Minimize the gated program from (W, b) until the float64 relative duality gap is <= tol;
+    b is the intercept, zero when the program fits none.
 
     ``max_iter`` bounds the Newton steps in all; ``history`` receives ``(newton steps, seconds,
     primal, gap)`` after every outer step. The solve runs in float64 (``program.float64()``).
@@ -258,7 +251,7 @@ def solve_ssnal(program, W, b, tol, max_iter, history=None):
         W, xi = state.W, state.xi
         XW = state.XW
         b = p.intercept(XW, state.b)
-        cert = _best_dual(p, p.certificate(W, b, XW), xi, b)
+        cert = _best_dual(p, p.certificate(W, b, XW), xi)
         _record(history, n_newton, start, cert)
         log.debug("ssnal: sigma=%.3g newton=%d primal=%.10g gap=%.3g", sigma, n_newton, cert.primal, cert.gap)
         if cert.gap <= best[0].gap:
@@ -273,18 +266,14 @@ def solve_ssnal(program, W, b, tol, max_iter, history=None):
     return W, b, cert, n_newton
 
 
-def _best_dual(p, cert, xi, b):
+def _best_dual(p, cert, xi):
     """The certificate with the better of two dual points: the scaled gradient at the primal point
     (``certificate``'s) and the Newton iterate xi, centered (1^T xi = 0, with an intercept) and
     scaled into the dual ball. Both are dual feasible; xi is the better one while the primal is
     still far from exact, which a tiny lam makes common."""
     if p.fit_intercept:
         xi = xi - xi.mean(0)
-    worst = float(p.penalty.dual_norms(p.adjoint(p.loss_image_grad(xi))).max())
-    xi = xi * min(1.0, p.penalty.lam / worst) if worst > 0 else xi
-    value = -float(p.loss.conjugate(xi, p.Y))
-    if not p.fit_intercept:  # a fixed offset b: the dual of F(. + b) is -F* + <., b>
-        value += float((xi * b).sum())
+    value = p.scaled_dual(xi, p.penalty.dual_norms(p.adjoint(p.loss_image_grad(xi))))
     if not value > cert.dual:  # also when xi fell outside the conjugate's domain (-inf)
         return cert
     return Certificate(cert.primal, value, (cert.primal - value) / max(abs(cert.primal), 1e-300))
