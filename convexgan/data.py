@@ -13,6 +13,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
+from .checkpoints import atomic_write
+
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
 
@@ -94,11 +96,7 @@ def _cached(key, build):
         except (OSError, ValueError):
             log.warning("cache file %s is unreadable; decoding again", path)
     array = build()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        np.save(handle, array)
-    os.replace(tmp, path)
+    atomic_write(path, lambda handle: np.save(handle, array))
     return array
 
 

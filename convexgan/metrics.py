@@ -9,7 +9,7 @@ training set (a memorization check: compare with held-out real images).
 import torch
 import torch.nn.functional as F
 
-from .validation import check_positive_int
+from .validation import as_images, check_positive_int
 
 _BINOMIAL = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16
 
@@ -66,14 +66,11 @@ def sliced_wasserstein(A, B, n_projections=512, repeats=4, generator=None):
 
 
 def _as_images(images, name):
-    images = torch.as_tensor(images)
-    if images.ndim != 4 or images.shape[-1] != images.shape[-2] or images.shape[0] == 0:
-        raise ValueError(f"{name} must be a non-empty (N, C, r, r) image batch, got shape {tuple(images.shape)}.")
-    if images.dtype == torch.uint8:
-        images = images.float() / 255
-    if not torch.isfinite(images).all():
-        raise ValueError(f"{name} contains NaN or inf.")
-    return images.float()
+    """Square images (N, C, r, r) as float32, from any layout ``as_images`` reads."""
+    images = as_images(images, name)
+    if images.shape[-1] != images.shape[-2]:
+        raise ValueError(f"{name} must be square images (N, C, r, r), got shape {tuple(images.shape)}.")
+    return images
 
 
 def ms_swd(fake, real, patches_per_image=128, patch_size=7, min_resolution=16, seed=0):

@@ -35,13 +35,16 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_X_y
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import losses, solvers, ssnal
 from .networks import network_from_neurons
 from .patterns import sample_patterns, unique_columns
 from .penalties import GroupL2, NuclearNorm
 from .recovery import separate_neurons, shared_neurons
-from .validation import check_array, check_choice, check_positive, check_positive_int, check_X_y
+from .validation import check_array, check_choice, check_positive, check_positive_int
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 PROJECTION_SIZE = 200_000  # n * d * G * c up to which solver="auto" projects onto the cones exactly
@@ -172,7 +175,6 @@ class _ConvexTwoLayer(BaseEstimator):
         self.solver_ = prepared.solver
         self.history_ = np.array(history).reshape(-1, 4)
         self.gates_ = gates
-        self.n_features_in_ = W.shape[0]
         self.coef_ = W.double().cpu().numpy()
         self.intercept_ = b.double().cpu().numpy()
         self.objective_, self.dual_objective_ = cert.primal, cert.dual
@@ -220,26 +222,32 @@ class _ConvexTwoLayer(BaseEstimator):
             gates = None
         return network_from_neurons(hidden, output, self.intercept_ if params["fit_intercept"] else None, gates)
 
-    # -- using the fitted model ----------------------------------------------------------------
-    def _check_fitted(self):
-        if not hasattr(self, "network_"):
-            raise ValueError(f"this {type(self).__name__} is not fitted yet: call fit(X, y) first.")
+    # -- checking data ------------------------------------------------------------------------
+    def _check_data(self, X, y, mode, **kwargs):
+        """X (n, d) and y as float64 arrays, checked by scikit-learn: ``mode`` "fit" records
+        ``n_features_in_``, "fitted" checks X against it, "free" leaves the estimator as it is."""
+        if mode == "free":
+            return check_X_y(X, y, dtype=np.float64, **kwargs)
+        return validate_data(self, X, y, reset=mode == "fit", dtype=np.float64, **kwargs)
 
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "network_")
+
+    # -- using the fitted model ----------------------------------------------------------------
     def _decision(self, X):
-        self._check_fitted()
-        X = check_array(X, "X", ndim=2)
-        if X.shape[1] != self.coef_.shape[0]:
-            raise ValueError(f"X has {X.shape[1]} features; the model was fitted with {self.coef_.shape[0]}.")
-        return self.network_(torch.as_tensor(X, dtype=torch.float64))
+        check_is_fitted(self)
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        return self.network_(torch.from_numpy(X))
 
     def to_torch(self):
         """A copy of the recovered two-layer network, a trainable ``torch.nn.Module`` (float64)."""
-        self._check_fitted()
+        check_is_fitted(self)
         return copy.deepcopy(self.network_).requires_grad_(True)
 
     def network_objective(self, X, y):
         """The recovered network's non-convex objective on (X, y): mean loss + lam/2 ||weights||^2."""
-        X, Y, loss = self._targets(X, y, fitted=True)
+        check_is_fitted(self)
+        X, Y, loss = self._targets(X, y, "fitted")
         pred = self._decision(X)
         return float(loss.value(pred, torch.as_tensor(Y)) + self.fitted_params_["lam"] * self.network_.weight_penalty())
 
@@ -248,8 +256,8 @@ class _ConvexTwoLayer(BaseEstimator):
         model's program on (X, y) with its fitted patterns: ``Certificate(primal, dual, gap,
         cone_violation)``. The intercept, if fitted, is re-optimized first. The program is the one
         ``fit`` solved (its lam, activation and intercept), whatever ``set_params`` changed since."""
-        self._check_fitted()
-        X, Y, loss = self._targets(X, y, fitted=True)
+        check_is_fitted(self)
+        X, Y, loss = self._targets(X, y, "fitted")
         program = self._program(X, Y, loss, X @ self.gates_ >= 0, self.fitted_params_)
         W, b = program.zeros()
         coef = torch.as_tensor(np.asarray(coef), dtype=W.dtype, device=W.device)
@@ -266,7 +274,7 @@ class _ConvexTwoLayer(BaseEstimator):
         """The smallest lam at which the all-zero network is optimal (exact for gated; for relu, a
         value at and above which zero is optimal), for the current parameters. Learned attributes
         are left as they are."""
-        X, Y, loss = self._targets(X, y, fitted=False)
+        X, Y, loss = self._targets(X, y, "free")
         masks, _ = self._patterns(X)
         program = self._program(X, Y, loss, masks)
         W, b = program.zeros()
@@ -300,13 +308,19 @@ class ConvexReLU(RegressorMixin, _ConvexTwoLayer):
     every certificate.
     """
 
-    def _targets(self, X, y, fitted):
-        X, y = check_X_y(X, y)
+    def _targets(self, X, y, mode):
+        X, y = self._check_data(X, y, mode, multi_output=True, y_numeric=True)
+        if mode == "fit":
+            self._y_ndim = y.ndim
         return X, y.reshape(len(y), -1), losses.SquaredLoss()
 
     def _fit_targets(self, X, y):
-        self._y_ndim = np.ndim(y)
-        return self._targets(X, y, fitted=False)
+        return self._targets(X, y, "fit")
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
 
     def fit(self, X, y):
         """X (n, d), y (n,) or (n, c)."""
@@ -324,17 +338,13 @@ class ConvexReLUClassifier(ClassifierMixin, _ConvexTwoLayer):
     cross-entropy for more (one output per class). Parameters and learned attributes as for
     ``ConvexReLU``, plus ``classes_``."""
 
-    def _targets(self, X, y, fitted):
-        """Targets encoded with the fitted ``classes_`` (``fitted``) or with the classes of y."""
-        X = check_array(X, "X", ndim=2)
-        y = np.asarray(y)
-        if y.ndim != 1 or len(y) != len(X):
-            raise ValueError(f"y must be a vector of {len(X)} labels, got shape {y.shape}.")
-        if y.dtype.kind == "f" and not np.isfinite(y).all():
-            raise ValueError("y contains NaN or inf: every sample needs a class label.")
-        classes = self.classes_ if fitted else np.unique(y)
+    def _targets(self, X, y, mode):
+        """Targets encoded with the fitted ``classes_`` (``mode`` "fitted") or with the classes of y."""
+        X, y = self._check_data(X, y, mode)
+        check_classification_targets(y)
+        classes = self.classes_ if mode == "fitted" else np.unique(y)
         if len(classes) < 2:
-            raise ValueError(f"y has a single class ({classes[0]!r}): a classifier needs at least two.")
+            raise ValueError(f"y has 1 class ({classes[0]!r}): a classifier needs at least two.")
         index = np.searchsorted(classes, y)
         if (index >= len(classes)).any() or (classes[index.clip(0, len(classes) - 1)] != y).any():
             raise ValueError("y has labels that were not seen in fit.")
@@ -343,9 +353,9 @@ class ConvexReLUClassifier(ClassifierMixin, _ConvexTwoLayer):
         return X, np.eye(len(classes))[index], losses.CrossEntropyLoss()
 
     def _fit_targets(self, X, y):
-        targets = self._targets(X, y, fitted=False)
-        self.classes_ = np.unique(np.asarray(y))
-        return targets
+        X, Y, loss = self._targets(X, y, "fit")
+        self.classes_ = np.unique(np.asarray(y))  # _targets checked y
+        return X, Y, loss
 
     def fit(self, X, y):
         """X (n, d), y (n,) labels of any sortable type, at least two classes."""
@@ -364,4 +374,6 @@ class ConvexReLUClassifier(ClassifierMixin, _ConvexTwoLayer):
         return torch.softmax(scores, 1).numpy()
 
     def predict(self, X):
-        return self.classes_[self.predict_proba(X).argmax(1)]
+        """(n,) labels from ``classes_``."""
+        probabilities = self.predict_proba(X)
+        return self.classes_[probabilities.argmax(1)]

@@ -60,7 +60,10 @@ def regularization_path(X, y, lams=None, estimator=None, n_lams=20, lam_min_rati
 
 def plot_regularization_path(path, filename):
     """Write a PNG: neurons, objective and certificate against lam (log scale)."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImportError("plot_regularization_path needs matplotlib: pip install 'convexgan[plot]'.") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -213,7 +213,7 @@ def singular_basis(program, always=False):
         reduced._float64 = copy.copy(exact)
         reduced._float64.X, reduced._float64.shape = U[:, :r] * s[:r], reduced.shape
     # floor: directions the data barely see still get a bounded step
-    metric = (s[:r] ** 2).clamp_min(1e-4 * s[0] ** 2) * LIPSCHITZ[type(program.loss).__name__] / (2 * n)
+    metric = (s[:r] ** 2).clamp_min(1e-4 * float(s[0]) ** 2 if s[0] > 0 else 1.0) * LIPSCHITZ[type(program.loss).__name__] / (2 * n)
     return reduced, Vh[:r].T, metric.to(program.X.dtype)
 
 
@@ -241,9 +241,12 @@ def fista(program, gradient, divergence, prox, W, b, step, max_iter, check, chec
             b_new = yb - step * gb if program.fit_intercept else yb
             XW_new = program.image(W_new)
             squared_step = float((m * (W_new - yW).square()).sum() + (b_new - yb).square().sum())
-            if divergence(XW_new, b_new, yXW, yb) <= (1 + 1e-6) * squared_step / (2 * step) or step < 1e-30:
+            if divergence(XW_new, b_new, yXW, yb) <= (1 + 1e-6) * squared_step / (2 * step):
                 break
             step *= 0.5
+            if step < 1e-30:  # no step decreases the model: the objective is not finite or not smooth here
+                raise FloatingPointError(f"FISTA's line search found no step at iteration {it} (the loss or its "
+                                         "gradient is not finite): check the data and lam for extreme values.")
         # gradient-based adaptive restart (O'Donoghue and Candes, 2015)
         if float((m * (yW - W_new) * (W_new - W)).sum() + ((yb - b_new) * (b_new - b)).sum()) > 0:
             t = 1.0
@@ -303,7 +306,7 @@ def _solve_prox(program, prox, W, b, tol, max_iter, check_every, history, metric
         _record(history, it, start, cert)
         return cert.gap <= tol, b
 
-    step = 1.0 / curvature if metric is None else 1.0 / float(metric.max())  # M ~ the data curvature
+    step = _first_step(curvature if metric is None else float(metric.max()), loss)  # M ~ the data curvature
     W, b, XW, n_iter, _ = fista(program, gradient, divergence, prox, W, b, step, max_iter,
                                 check, check_every, metric)
     return W, b, result["certificate"], n_iter
@@ -324,7 +327,7 @@ def solve_cone(program, W, b, tol, max_iter, check_every=10, history=None):
     multipliers = torch.zeros(program.X.shape[0], *program.shape[1:], dtype=W.dtype, device=W.device)
     start = time.perf_counter()
     # start where the penalty is as curved as the loss: neither term dominates the first steps
-    rho, eps, n_iter, violation = data_curvature / cone_curvature, 1e-2, 0, math.inf
+    rho, eps, n_iter, violation = (data_curvature / cone_curvature if cone_curvature > 0 else 1.0), 1e-2, 0, math.inf
     result = {}
     while n_iter < max_iter:
         def penalty_terms(XW):
@@ -360,7 +363,7 @@ def solve_cone(program, W, b, tol, max_iter, check_every=10, history=None):
             result["done"] = done
             return done or mapping_norm <= eps * program.penalty.lam, b
 
-        step = 1.0 / (data_curvature + rho * cone_curvature)
+        step = _first_step(data_curvature + rho * cone_curvature, loss)
         inner_budget = min(max_iter - n_iter, MAX_INNER)
         W, b, XW, inner, _ = fista(program, gradient, divergence, program.penalty.prox, W, b, step, inner_budget,
                                    check, check_every)
@@ -375,6 +378,11 @@ def solve_cone(program, W, b, tol, max_iter, check_every=10, history=None):
             rho = min(rho * 5, 1e8 / n)
         violation, eps = cert.cone_violation, max(eps * 0.3, tol)
     return W, b, result["certificate"], n_iter, multipliers
+
+
+def _first_step(curvature, loss):
+    """1 / curvature; for all-zero data (curvature 0, W stays 0) the intercept's curvature."""
+    return 1.0 / (curvature if curvature > 0 else LIPSCHITZ[type(loss).__name__])
 
 
 def _record(history, iteration, start, cert):

@@ -55,3 +55,45 @@ def check_X_y(X, y):
     if y.shape[0] != X.shape[0]:
         raise ValueError(f"X has {X.shape[0]} samples but y has {y.shape[0]}: pass one target per row of X.")
     return X, y
+
+
+def as_images(X, name="X"):
+    """A checked float32 tensor (N, C, H, W) from one layout per type:
+
+    - uint8 (NumPy or torch), (N, H, W, C) with values 0..255 (the layout of image files, PIL and
+      the CIFAR arrays): scaled to [0, 1];
+    - any other real type, (N, C, H, W) (torch's layout), values as they are;
+    - a table (N, D) of features: D channels on a single pixel, (N, D, 1, 1).
+
+    Anything else raises ValueError naming the layout it needs; a float batch that looks
+    channel-last (N, H, W, C) is refused rather than read with C = W.
+    """
+    X = X if isinstance(X, torch.Tensor) else torch.from_numpy(_numeric(X, name))
+    if X.dtype == torch.uint8:
+        if X.ndim != 4 or X.shape[3] not in (1, 3, 4):
+            raise ValueError(f"{name}: uint8 images must be (N, H, W, C) with C = 1, 3 or 4, got shape "
+                             f"{tuple(X.shape)} (grey (N, H, W) images need X[..., None]).")
+        X = X.permute(0, 3, 1, 2)
+    elif X.ndim == 2:
+        X = X[:, :, None, None]
+    elif X.ndim != 4:
+        raise ValueError(f"{name} must be images (N, C, H, W), uint8 images (N, H, W, C) or features (N, D), "
+                         f"got shape {tuple(X.shape)}.")
+    elif X.shape[3] in (1, 3, 4) and min(X.shape[1:3]) > 4:
+        raise ValueError(f"{name} of shape {tuple(X.shape)} looks channel-last (N, H, W, C); float images are "
+                         f"(N, C, H, W): pass X.permute(0, 3, 1, 2) (or uint8 pixels, which are read channel-last).")
+    if X.shape[0] == 0 or X.numel() == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(X.shape)}): pass at least one image.")
+    scale = 255 if X.dtype == torch.uint8 else 1
+    X = X.to(torch.float32) / scale
+    if not torch.isfinite(X).all():
+        raise ValueError(f"{name} contains NaN or inf: remove or repair those images.")
+    return X
+
+
+def _numeric(X, name):
+    """X as a real NumPy array (no copy where it already is one)."""
+    X = np.asarray(X)
+    if X.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must hold real numbers, got dtype {X.dtype}.")
+    return X

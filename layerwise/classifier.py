@@ -11,21 +11,23 @@ classifier. ``to_torch()`` gives the stack as an ordinary ``nn.Sequential``.
 """
 import copy
 import logging
-import os
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 from torch import nn
 
 from convexgan import losses, solvers
+from convexgan.checkpoints import load_state, save_state
 from convexgan.convolutional import (ConvBlock, PooledConvProgram, patch_whitening, pooled_features, recover_block,
                                      whiten)
 from convexgan.patterns import conv_patterns
 from convexgan.penalties import NuclearNorm
-from convexgan.validation import check_positive, check_positive_int
+from convexgan.validation import as_images, check_positive, check_positive_int
 
 log = logging.getLogger(__name__)
 
@@ -50,20 +52,6 @@ class Standardize(nn.Module):
         return (x - self.mean) / self.std
 
 
-def as_images(X, name="X"):
-    """uint8 (N, H, W, C) or float (N, C, H, W) -> float32 tensor (N, C, H, W), checked."""
-    if isinstance(X, np.ndarray) and X.dtype == np.uint8:
-        if X.ndim != 4:
-            raise ValueError(f"{name} must be uint8 images (N, H, W, C), got shape {X.shape}.")
-        return torch.from_numpy(X).permute(0, 3, 1, 2).float() / 255
-    X = torch.as_tensor(X, dtype=torch.float32)
-    if X.ndim != 4 or X.shape[0] == 0:
-        raise ValueError(f"{name} must be a non-empty image batch (N, C, H, W), got shape {tuple(X.shape)}.")
-    if not torch.isfinite(X).all():
-        raise ValueError(f"{name} contains NaN or inf.")
-    return X
-
-
 class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
     """VGG-style classifier trained block by block, each block a certified convex program.
 
@@ -76,7 +64,11 @@ class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
     ``device``; ``dtype`` of the solves ("float32": certificates are confirmed in float64).
 
     Learned: ``classes_``, ``network_`` (``nn.Sequential``), ``stages_`` (per stage: seconds,
-    train accuracy, certificate), ``n_channels_in_``.
+    train accuracy, certificate), ``n_features_in_`` (channels of the input; features of a table).
+
+    Input: images in one layout per type (``as_images``): uint8 (N, H, W, C), float (N, C, H, W),
+    or a table (N, D) of features, read as D channels on one pixel (every block is then a gated
+    ReLU layer, and pooling is skipped: a block pools only images of at least 2 x 2 pixels).
     """
 
     def __init__(self, widths=(64, 64), n_patterns=None, downsample=None, lam=1e-2, tol=1e-3, max_iter=300,
@@ -114,18 +106,16 @@ class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
         every stage; a rerun with the same data and parameters resumes from it.
         ``on_stage(stage_record)`` is called after each stage."""
         widths, patterns, downsample = self._config()
-        x = as_images(X)
-        y = np.asarray(y)
-        if y.shape != (len(x),):
-            raise ValueError(f"y must hold one label per image ({len(x)}), got shape {y.shape}.")
+        x = self._images(X, reset=True)
+        y = self._labels(y, len(x))
         self.classes_ = np.unique(y)
         if len(self.classes_) < 2:
-            raise ValueError("y has a single class: a classifier needs at least two.")
+            raise ValueError(f"y has 1 class ({self.classes_[0]!r}): a classifier needs at least two.")
         Y = torch.from_numpy(np.eye(len(self.classes_))[np.searchsorted(self.classes_, y)])
-        x_test = None if X_test is None else as_images(X_test, "X_test")
+        x_test = None if X_test is None else self._images(X_test, reset=False, name="X_test")
         if x_test is not None and x_test.shape[1:] != x.shape[1:]:
             raise ValueError(f"X_test images {tuple(x_test.shape[1:])} differ from X's {tuple(x.shape[1:])}.")
-        self.n_channels_in_ = x.shape[1]
+        y_test = None if X_test is None else self._labels(y_test, len(x_test), "y_test")
         layers, self.stages_ = [], []
         state = self._load(checkpoint, x, y)
         if state is not None:
@@ -148,7 +138,8 @@ class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
             if last:
                 layers += list(stage_net)
             else:
-                added = [standardize, _truncate(block, kept)] + ([nn.AvgPool2d(2)] if downsample[k] else [])
+                pool = downsample[k] and min(inputs.shape[2:]) >= 2
+                added = [standardize, _truncate(block, kept)] + ([nn.AvgPool2d(2)] if pool else [])
                 layers += added
                 inputs = self._forward(nn.Sequential(*added), inputs)
             record["seconds"] = time.perf_counter() - start
@@ -197,44 +188,86 @@ class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
                 "labels": np.asarray(y).tolist()}
 
     def _save(self, path, layers, x, y):
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        torch.save({"layers": layers, "stages": self.stages_, "fingerprint": self._fingerprint(x, y)}, tmp)
-        os.replace(tmp, path)
+        """The layers as a spec and a state_dict (loadable with ``weights_only=True``)."""
+        save_state(path, {"spec": [_layer_spec(layer) for layer in layers],
+                          "state_dict": nn.Sequential(*layers).state_dict(), "stages": self.stages_,
+                          "fingerprint": self._fingerprint(x, y)})
 
     def _load(self, path, x, y):
         if path is None or not Path(path).is_file():
             return None
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as err:
-            raise ValueError(f"checkpoint {path} is unreadable ({err}): delete it to start again.") from err
+        fix = "delete it to start again, or pass another checkpoint."
+        state = load_state(path, fix)
+        if not isinstance(state, dict) or "spec" not in state:
+            raise ValueError(f"checkpoint {path} is no layerwise classifier checkpoint: {fix}")
         if state["fingerprint"] != self._fingerprint(x, y):
-            raise ValueError(f"checkpoint {path} belongs to other data or parameters: pass another --checkpoint.")
-        return state
+            raise ValueError(f"checkpoint {path} belongs to other data or parameters: {fix}")
+        layers = nn.Sequential(*[_layer_from_spec(spec) for spec in state["spec"]])
+        layers.load_state_dict(state["state_dict"])
+        return {"layers": list(layers), "stages": state["stages"]}
 
-    def _check_fitted(self):
-        if not hasattr(self, "network_"):
-            raise ValueError("this LayerwiseConvexClassifier is not fitted yet: call fit(X, y) first.")
+    def _images(self, X, reset, name="X"):
+        """Images (N, C, H, W) float32 (``as_images``); ``n_features_in_`` (channels) is recorded
+        (``reset``) or checked. Anything but a 4-D batch goes through scikit-learn's checks first."""
+        if getattr(X, "ndim", None) != 4:  # tables, and whatever is neither
+            X = validate_data(self, X, reset=reset, dtype=[np.float64, np.float32])
+            return as_images(X, name)
+        x = as_images(X, name)
+        if reset:
+            self.n_features_in_ = x.shape[1]
+        elif x.shape[1] != self.n_features_in_:
+            raise ValueError(f"{name} has {x.shape[1]} channels, but {type(self).__name__} is expecting "
+                             f"{self.n_features_in_} channels as input.")
+        return x
+
+    @staticmethod
+    def _labels(y, n, name="y"):
+        y = column_or_1d(y, warn=True)
+        if len(y) != n:
+            raise ValueError(f"{name} must hold one label per image ({n}), got {len(y)}.")
+        check_classification_targets(y)
+        return y
+
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "network_")
 
     def decision_function(self, X):
-        """(N, K) class scores of the exported network."""
-        self._check_fitted()
-        x = as_images(X)
-        if x.shape[1] != self.n_channels_in_:
-            raise ValueError(f"X has {x.shape[1]} channels; the model was fitted on {self.n_channels_in_}.")
-        return self._forward(self.network_, x).numpy()
+        """(N, K) class scores of the exported network; for two classes (N,), the margin of the
+        second class over the first (scikit-learn's convention)."""
+        check_is_fitted(self)
+        scores = self._forward(self.network_, self._images(X, reset=False)).numpy()
+        return scores[:, 1] - scores[:, 0] if scores.shape[1] == 2 else scores
 
     def predict(self, X):
+        """(N,) labels from ``classes_``."""
         scores = self.decision_function(X)
-        return self.classes_[scores.argmax(1)]
+        return self.classes_[(scores > 0).astype(int) if scores.ndim == 1 else scores.argmax(1)]
 
     def to_torch(self):
         """The trained stack as an ordinary ``nn.Sequential`` (float32) mapping (N, C, H, W) images
         in [0, 1] to (N, K) class scores."""
-        self._check_fitted()
+        check_is_fitted(self)
         return copy.deepcopy(self.network_)
+
+
+def _layer_spec(layer):
+    """What ``_layer_from_spec`` needs to rebuild ``layer`` (a list of str and int)."""
+    if isinstance(layer, Standardize):
+        return ["standardize", layer.mean.shape[1]]
+    if isinstance(layer, ConvBlock):
+        return ["conv", layer.weight.shape[1], layer.weight.shape[0], layer.gates.shape[0]]
+    if isinstance(layer, nn.Linear):
+        return ["linear", layer.in_features, layer.out_features]
+    return [{nn.AvgPool2d: "pool", nn.AdaptiveAvgPool2d: "head_pool", nn.Flatten: "flatten"}[type(layer)]]
+
+
+def _layer_from_spec(spec):
+    kind, *sizes = spec
+    build = {"standardize": Standardize, "conv": ConvBlock, "linear": nn.Linear, "pool": lambda: nn.AvgPool2d(2),
+             "head_pool": lambda: nn.AdaptiveAvgPool2d(2), "flatten": nn.Flatten}
+    if kind not in build:
+        raise ValueError(f"unknown layer {kind!r} in a checkpoint's spec: it was written by another version.")
+    return build[kind](*sizes)
 
 
 def _linear(weight, bias):

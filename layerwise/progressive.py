@@ -22,7 +22,6 @@ by the singular values of a rank-deficient input (the public reference's flaw), 
 inverts its input. Earlier stages are frozen; a checkpoint is written atomically after each stage.
 """
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -31,10 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from convexgan.checkpoints import load_state, save_state
 from convexgan.generator import fit_relu_generator
 from convexgan.networks import TwoLayerGatedReLU, TwoLayerReLU
 from convexgan.svt import svt_factors
-from convexgan.validation import check_positive, check_positive_int
+from convexgan.validation import as_images, check_positive, check_positive_int
 
 log = logging.getLogger(__name__)
 BASE_RESOLUTION = 4  # stage k has resolution 4 * 2^k
@@ -120,6 +120,8 @@ class ProgressiveGenerator(nn.Module):
     def forward(self, noises):
         """noises: one (N, noise_dim) tensor per stage -> images (N, C, r, r), unclipped."""
         x = None
+        if len(noises) != len(self.stages):
+            raise ValueError(f"forward needs one noise tensor per stage ({len(self.stages)}), got {len(noises)}.")
         for stage, noise in zip(self.stages, noises):
             x = stage(x, noise)
         return x
@@ -155,12 +157,8 @@ class ProgressiveGenerator(nn.Module):
 def save_checkpoint(path, generator, config, train_outputs=None):
     """Atomically write the generator (spec + weights), the training configuration and, while
     training is unfinished, the last stage's outputs on the training set (to resume from)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save({"spec": generator.spec(), "state_dict": generator.state_dict(), "config": config,
-                "train_outputs": train_outputs}, tmp)
-    os.replace(tmp, path)
+    save_state(path, {"spec": generator.spec(), "state_dict": generator.state_dict(), "config": config,
+                      "train_outputs": train_outputs})
 
 
 def load_checkpoint(path):
@@ -168,12 +166,13 @@ def load_checkpoint(path):
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"no checkpoint at {path}: train one first (scripts/train_celeba.py).")
+    fix = "delete it and train again."
+    state = load_state(path, fix)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
         generator = ProgressiveGenerator.from_spec(state["spec"])
         generator.load_state_dict(state["state_dict"])
-    except Exception as err:  # truncated, foreign or corrupt file
-        raise ValueError(f"checkpoint {path} is unreadable ({err}): delete it and train again.") from err
+    except Exception as err:  # a foreign file or one from another version of the code
+        raise ValueError(f"checkpoint {path} does not hold a generator ({err}): {fix}") from err
     return generator.eval(), state["config"], state["train_outputs"]
 
 
@@ -236,7 +235,7 @@ class ProgressiveTrainer:
                              f"got shape {images.shape}: load them at resolution {final}.")
         if len(images) < 2:
             raise ValueError(f"need at least 2 training images, got {len(images)}.")
-        x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+        x = as_images(images, "images")
         pyramid = [x]
         for _ in range(self.layers - 1):
             pyramid.append(F.avg_pool2d(pyramid[-1], 2))
@@ -305,7 +304,7 @@ def pca_generator(images, rank):
     """The best rank-k linear generator, the baseline the public reference's linear stages can
     reach at most: a Gaussian with the data's covariance on its top ``rank`` principal
     directions. ``images`` uint8 (N, r, r, C). Returns a one-stage ``ProgressiveGenerator``."""
-    x = torch.from_numpy(np.asarray(images)).permute(0, 3, 1, 2).float() / 255
+    x = as_images(images, "images")
     N, C, r, _ = x.shape
     X = x.flatten(1).double()
     centered = X - X.mean(0)

@@ -8,15 +8,16 @@ is ours: ``1/(2n) ||sum_i D_i X u_i - y||^2 + lam sum_i ||u_i||``, no intercept 
 GLM with weights 1/n, groups of the d columns of each pattern, penalty factor 1). OUT gets the
 coefficients (L, P, d) at every lam, the seconds inside ``grpnet`` and the peak RSS in KiB.
 """
+import argparse
 import resource
 import sys
 import time
 
-import adelie as ad
 import numpy as np
 
 
-def main(problem, out):
+def solve(problem, out):
+    import adelie as ad  # here, so that --help and the error below work without it
     data = np.load(problem)
     X, y, masks, lams = data["X"], data["y"], data["masks"], data["lams"]
     tol, threads = float(data["tol"]), int(data["threads"])
@@ -32,5 +33,26 @@ def main(problem, out):
              peak_kib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
+def main(argv=None):
+    """Exit status 0 when done, 2 for bad arguments or a Python without adelie."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("problem", help="input .npz")
+    parser.add_argument("out", help="output .npz")
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:
+        return stop.code
+    try:
+        solve(args.problem, args.out)
+    except ImportError:
+        print(f"{parser.prog}: error: this Python has no adelie: python3 -m venv .venv-adelie && "
+              ".venv-adelie/bin/pip install adelie, then run it with .venv-adelie/bin/python.", file=sys.stderr)
+        return 2
+    except (OSError, KeyError, ValueError) as err:
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    sys.exit(main())

@@ -9,22 +9,21 @@ penalty 10), with --budget-factor times our wall time split evenly over the stag
 MS-SWD (x 1e3, against the held-out faces, at the final resolution) against wall time for both,
 and for the best rank-175 linear generator.
 """
-import argparse
 import logging
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.utils import save_image
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from torch import nn  # noqa: E402
-from torchvision.utils import save_image  # noqa: E402
-
-from convexgan.data import face_dataset  # noqa: E402
-from convexgan.metrics import ms_swd  # noqa: E402
-from layerwise.progressive import ProgressiveGenerator, ProgressiveTrainer, pca_generator, stage_resolution  # noqa: E402
+from convexgan.cli import common
+from convexgan.data import face_dataset
+from convexgan.metrics import ms_swd
+from convexgan.validation import as_images
+from layerwise.progressive import ProgressiveGenerator, ProgressiveTrainer, pca_generator, stage_resolution
 
 log = logging.getLogger("bench_gan")
 
@@ -104,20 +103,24 @@ def wgan_gp(generator, reals, test, seconds_per_stage, batch, seed, evals_per_st
     return curve
 
 
-def main(argv=None):
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser():
+    parser = common.parser(__doc__)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--dataset", default="celeba", choices=["celeba", "olivetti", "folder", "lfw"])
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--budget-factor", type=float, default=10.0, help="WGAN-GP wall time / ours")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="samples")
-    args = parser.parse_args(argv)
+    parser.add_argument("--out-dir", default="samples", help="folder for both methods' sample grids")
+    return parser
+
+
+def bench(args):
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)  # before the hour of training, not after it
     torch.manual_seed(args.seed)
     data = face_dataset(args.dataset, args.data_root, stage_resolution(args.layers))
-    test = torch.from_numpy(data.test).permute(0, 3, 1, 2).float() / 255
+    test = as_images(data.test)
     trainer = ProgressiveTrainer(layers=args.layers, seed=args.seed, data=data.description)
 
     start = time.perf_counter()
@@ -130,8 +133,8 @@ def main(argv=None):
     reals = [r for r in trainer.real_pyramid(data.train)]
     budget = args.budget_factor * ours_seconds
     curve = wgan_gp(baseline, reals, test, budget / args.layers, args.batch, args.seed)
-    save_image(baseline.sample(64, seed=args.seed).detach(), Path(args.out) / "bench_gan_wgan_gp.png", nrow=8)
-    save_image(ours.sample(64, seed=args.seed), Path(args.out) / "bench_gan_convex.png", nrow=8)
+    save_image(baseline.sample(64, seed=args.seed).detach(), out / "bench_gan_wgan_gp.png", nrow=8)
+    save_image(ours.sample(64, seed=args.seed), out / "bench_gan_convex.png", nrow=8)
 
     print(f"\n{data.description}, {len(data.train)} train / {len(test)} held-out images, {torch.get_num_threads()} threads")
     print(f"{'method':34s} {'seconds':>8s} {'MS-SWD':>8s}")
@@ -144,5 +147,9 @@ def main(argv=None):
           f"ours {ours_swd:.2f} ({best / ours_swd:.2f}x lower)")
 
 
+def main(argv=None):
+    return common.run(build_parser(), bench, argv)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

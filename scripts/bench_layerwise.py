@@ -11,23 +11,20 @@ Trains ours (train_layerwise.py's options), then, with --budget-factor times our
 The SGD blocks have --widths channels; our last block keeps every neuron its convex program
 chose (the count is printed), so it is wider than theirs.
 Prints test accuracy against wall time for all three (evaluation time is not charged) and the
-ratios; --json writes the same.
+ratios; --metrics-out writes the same as JSON.
 """
-import argparse
-import json
 import logging
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
+from torch import nn
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from convexgan.data import labelled_images  # noqa: E402
-from layerwise.classifier import LayerwiseConvexClassifier, Standardize, as_images  # noqa: E402
+from convexgan.cli import common
+from convexgan.data import labelled_images
+from convexgan.validation import as_images
+from layerwise.classifier import LayerwiseConvexClassifier, Standardize
 
 log = logging.getLogger("bench_layerwise")
 
@@ -100,29 +97,28 @@ def end_to_end_sgd(x, y, x_test, y_test, widths, seconds, seed):
     return curve, accuracy(network, x, y)
 
 
-def main(argv=None):
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser():
+    parser = common.parser(__doc__)
     parser.add_argument("--dataset", default="digits", choices=["digits", "cifar10", "folder"])
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--size", type=int, default=None)
     parser.add_argument("--limit-per-class", type=int, default=None)
     parser.add_argument("--test-limit-per-class", type=int, default=None)
-    parser.add_argument("--widths", type=lambda t: [int(v) for v in t.split(",")], default=[32, 64])
+    parser.add_argument("--widths", type=common.integers, default=[32, 64])
     parser.add_argument("--lam", type=float, default=1e-2)
     parser.add_argument("--max-iter", type=int, default=300)
     parser.add_argument("--hidden", type=int, default=256, help="greedy SGD: auxiliary head's hidden width")
     parser.add_argument("--budget-factor", type=float, default=1.0, help="SGD time as a multiple of ours")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", default=None)
-    args = parser.parse_args(argv)
+    parser.add_argument("--metrics-out", default=None, help="also write the figures to this JSON file")
+    return parser
+
+
+def bench(args):
     if args.budget_factor <= 0:
-        raise SystemExit(f"error: --budget-factor must be positive, got {args.budget_factor}.")
-    try:
-        data = labelled_images(args.dataset, args.data_root, args.limit_per_class, args.test_limit_per_class,
-                               args.seed, args.size)
-    except ValueError as err:
-        raise SystemExit(f"error: {err}")
+        raise ValueError(f"--budget-factor must be positive, got {args.budget_factor}.")
+    data = labelled_images(args.dataset, args.data_root, args.limit_per_class, args.test_limit_per_class,
+                           args.seed, args.size)
     x, x_test = as_images(data.X_train), as_images(data.X_test)
     y, y_test = torch.as_tensor(data.y_train), torch.as_tensor(data.y_test)
     log.info("%s: %d train / %d test images of %s; blocks %s; %d threads", args.dataset, len(x), len(x_test),
@@ -153,11 +149,14 @@ def main(argv=None):
           f"{final['greedy_sgd']:.4f} (ours/greedy {final['convex'] / final['greedy_sgd']:.3f}), end-to-end SGD "
           f"{final['end_to_end_sgd']:.4f} (ours/end-to-end {final['convex'] / final['end_to_end_sgd']:.3f}; "
           f"its train accuracy {e2e_train:.4f})")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"args": vars(args), "convex": convex, "greedy_sgd": greedy,
-                                               "end_to_end_sgd": [{"seconds": t, "test_accuracy": a} for t, a in curve],
-                                               "final": final}, indent=2))
+    common.write_metrics(args.metrics_out, {"args": vars(args), "convex": convex, "greedy_sgd": greedy,
+                                            "end_to_end_sgd": [{"seconds": t, "test_accuracy": a} for t, a in curve],
+                                            "final": final})
+
+
+def main(argv=None):
+    return common.run(build_parser(), bench, argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

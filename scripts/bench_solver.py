@@ -4,7 +4,7 @@
     python scripts/bench_solver.py --path 50          # also a 50-point path from lam_max down to lam
     python scripts/bench_solver.py --adelie .venv-adelie/bin/python --path 50   # adelie too
     python scripts/bench_solver.py --adam             # also Adam on the non-convex network
-    python scripts/bench_solver.py --n 50000 --patterns 4096 --device cuda --no-pyscnn
+    python scripts/bench_solver.py --n 50000 --n-patterns 4096 --device cuda --no-pyscnn
 
 Problem (identical for every solver): the first n/2 ``airplane`` and n/2 ``automobile`` training
 images in file-name order, pixels in [0, 1] standardized per feature, labels -1/+1, no intercept,
@@ -23,11 +23,11 @@ adelie (PyPI) pins numpy<2, so it runs in an environment of its own, through
 .venv-adelie/bin/pip install adelie``. Its ``tol`` is not a duality gap, so ``--adelie-tols``
 sweeps it; each run is timed inside ``grpnet`` alone.
 """
-import argparse
 import copy
 import dataclasses
 import resource
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from convexgan import ConvexReLU, regularization_path
+from convexgan.cli import common
 from convexgan.data import CIFAR10_CLASSES, cifar10_binary, data_root
 from convexgan.networks import TwoLayerGatedReLU
 
@@ -144,15 +145,15 @@ def run_adelie(python, X, y, masks, lams, tol, threads, timeout):
         return coefs, float(result["seconds"]), float(result["peak_kib"]) / 2**10
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser():
+    parser = common.parser(__doc__)
     parser.add_argument("--n", type=int, default=1000)
-    parser.add_argument("--patterns", type=int, default=200)
+    parser.add_argument("--n-patterns", type=int, default=200)
     parser.add_argument("--lam", type=float, default=1e-3)
     parser.add_argument("--tol", type=float, default=1e-6, help="our certificate: relative duality gap")
     parser.add_argument("--tols", default="1e-2,1e-4,1e-6,1e-8", help="also solve to these tolerances")
     parser.add_argument("--solver", default="newton", choices=["newton", "fista"])
-    parser.add_argument("--device", default="cpu")
+    common.add_device(parser)
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"],
                         help="FISTA's precision (newton works in float64)")
     parser.add_argument("--max-iter", type=int, default=100000, help="our iterations at most")
@@ -167,13 +168,17 @@ def main():
     parser.add_argument("--adam", action="store_true")
     parser.add_argument("--adam-cap", type=float, default=300.0, help="seconds for Adam in all")
     parser.add_argument("--data-root", default=None, help="folder with cifar10/ (default: $CONVEXGAN_DATA)")
-    args = parser.parse_args()
+    return parser
+
+
+def bench(args):
+    args.device = common.device(args.device)
 
     X, y = load_problem(args.n, Path(args.data_root or data_root()) / "cifar10")
-    gates = np.random.default_rng(123).standard_normal((X.shape[1], args.patterns))  # = pyscnn's
+    gates = np.random.default_rng(123).standard_normal((X.shape[1], args.n_patterns))  # = pyscnn's
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
     threads = torch.get_num_threads()
-    print(f"problem: n={len(X)} d={X.shape[1]} P={args.patterns} lam={args.lam} device={args.device} "
+    print(f"problem: n={len(X)} d={X.shape[1]} P={args.n_patterns} lam={args.lam} device={args.device} "
           f"solver={args.solver} threads={threads}")
 
     estimator = ConvexReLU(lam=args.lam, gates=gates, activation="gated", fit_intercept=False, tol=args.tol,
@@ -275,5 +280,9 @@ def main():
               f"({best['seconds'] / our_seconds:.1f}x)")
 
 
+def main(argv=None):
+    return common.run(build_parser(), bench, argv)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -10,27 +10,20 @@ themselves; and the median nearest-neighbour distance to the training set of sam
 held-out faces (samples much closer than held-out faces are memorized). Figures are the mean
 (and standard deviation) over --repeats sample seeds: one seed's MS-SWD moves by about 1.
 """
-import argparse
-import json
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from convexgan.data import face_dataset  # noqa: E402
-from convexgan.metrics import evaluate_samples, nearest_neighbour_distance  # noqa: E402
-from layerwise.progressive import load_checkpoint, pca_generator  # noqa: E402
-
-
-def as_tensor(images):
-    return torch.from_numpy(images).permute(0, 3, 1, 2)
+from convexgan.cli import common
+from convexgan.data import face_dataset
+from convexgan.metrics import evaluate_samples, nearest_neighbour_distance
+from convexgan.validation import as_images
+from layerwise.progressive import load_checkpoint, pca_generator
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser():
+    parser = common.parser(__doc__)
     parser.add_argument("--checkpoint", default="checkpoints/celeba.pt")
     parser.add_argument("--dataset", default="celeba", choices=["celeba", "olivetti", "folder", "lfw"])
     parser.add_argument("--data-root", default=None)
@@ -39,20 +32,20 @@ def main(argv=None):
     parser.add_argument("--baseline-rank", type=int, default=175)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3, help="sample seeds to average over (seed, seed + 1, ...)")
-    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
-    args = parser.parse_args(argv)
+    parser.add_argument("--metrics-out", default=None, help="also write the figures to this JSON file")
+    return parser
+
+
+def evaluate(args):
     if args.repeats < 1:
-        raise SystemExit(f"error: --repeats must be at least 1, got {args.repeats}.")
-    try:
-        generator, config, _ = load_checkpoint(args.checkpoint)
-        data = face_dataset(args.dataset, args.data_root, generator.resolution, args.holdout, args.limit)
-    except ValueError as err:
-        raise SystemExit(f"error: {err}")
+        raise ValueError(f"--repeats must be at least 1, got {args.repeats}.")
+    generator, config, _ = load_checkpoint(args.checkpoint)
+    data = face_dataset(args.dataset, args.data_root, generator.resolution, args.holdout, args.limit)
     if data.description != config["data"]:
         print(f"warning: the checkpoint was trained on {config['data']}, evaluating on {data.description}")
     if len(data.test) == 0:
-        raise SystemExit("error: no held-out images: use --holdout > 0.")
-    train, test = as_tensor(data.train), as_tensor(data.test)
+        raise ValueError("no held-out images: use --holdout > 0.")
+    train, test = as_images(data.train), as_images(data.test)
     n = len(test)
     baseline = pca_generator(data.train, args.baseline_rank)
     nn_test = float(nearest_neighbour_distance(test, train).median())  # the same for every row and seed
@@ -75,9 +68,12 @@ def main(argv=None):
         levels = " ".join(f"{v:6.1f}" for v in r["ms_swd_levels"])
         print(f"{name:32s} {r['ms_swd']:7.2f} ({r['ms_swd_std']:5.2f})  {levels:28s} {r['nn_samples']:8.4f}")
     print(f"held-out faces' median NN distance to the training set: {nn_test:.4f}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
+    common.write_metrics(args.metrics_out, results)
+
+
+def main(argv=None):
+    return common.run(build_parser(), evaluate, argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -3,32 +3,30 @@
     python scripts/sample.py --checkpoint checkpoints/celeba.pt --n 64 --nrow 8 --seed 0 --out samples/grid.png
     python scripts/sample.py --checkpoint checkpoints/celeba.pt --n 10000 --out-dir samples/fid/
 """
-import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from torchvision.utils import save_image
 
-from torchvision.utils import save_image  # noqa: E402
+from convexgan.cli import common
+from layerwise.progressive import load_checkpoint
 
-from layerwise.progressive import load_checkpoint  # noqa: E402
 
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser():
+    parser = common.parser(__doc__)
     parser.add_argument("--checkpoint", default="checkpoints/celeba.pt")
     parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--nrow", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="samples/grid.png", help="grid PNG")
     parser.add_argument("--out-dir", default=None, help="write the n images as separate PNG files here instead")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def draw(args):
     if args.n < 1 or args.nrow < 1:
-        raise SystemExit("error: --n and --nrow must be positive.")
-    try:
-        generator, _, _ = load_checkpoint(args.checkpoint)
-    except ValueError as err:
-        raise SystemExit(f"error: {err}")
+        raise ValueError(f"--n and --nrow must be positive, got {args.n} and {args.nrow}.")
+    generator, _, _ = load_checkpoint(args.checkpoint)
     images = generator.sample(args.n, seed=args.seed)
     if args.out_dir:
         folder = Path(args.out_dir)
@@ -42,5 +40,9 @@ def main(argv=None):
         print(f"wrote a grid of {args.n} samples to {args.out}")
 
 
+def main(argv=None):
+    return common.run(build_parser(), draw, argv)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

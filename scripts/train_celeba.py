@@ -5,34 +5,31 @@
 CelebA is read from --data-root (the folder holding img_align_celeba/; by default data/celeba,
 then $CONVEXGAN_DATA/celeba); when it is absent the script says so and trains on the 100 LFW
 faces that ship with scikit-image. The last --holdout fraction of the images (file-name order)
-is left out for scripts/eval_gan.py. Writes a sample grid per stage to --out and the generator to
---checkpoint; a rerun with the same options resumes after the last finished stage.
+is left out for scripts/eval_gan.py. Writes a sample grid per stage to --out-dir and the generator
+to --checkpoint; a rerun with the same options resumes after the last finished stage.
 """
-import argparse
 import json
 import logging
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from torchvision.utils import save_image
 
-import torch  # noqa: E402
-from torchvision.utils import save_image  # noqa: E402
-
-from convexgan.data import face_dataset  # noqa: E402
-from layerwise.progressive import MAX_LAYERS, ProgressiveTrainer, stage_resolution  # noqa: E402
+from convexgan.cli import common
+from convexgan.data import face_dataset
+from layerwise.progressive import MAX_LAYERS, ProgressiveTrainer, stage_resolution
 
 log = logging.getLogger("train_celeba")
 
 
 def ranks(text):
     """'64' -> 64; '192,128,64,16' -> [192, 128, 64, 16]."""
-    values = [int(v) for v in text.split(",")]
+    values = common.integers(text)
     return values[0] if len(values) == 1 else values
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser():
+    parser = common.parser(__doc__)
     parser.add_argument("--layers", type=int, default=4, help=f"stages; resolution 4 * 2^layers (1..{MAX_LAYERS})")
     parser.add_argument("--dataset", default="celeba", choices=["celeba", "olivetti", "folder", "lfw"])
     parser.add_argument("--data-root", default=None,
@@ -44,33 +41,28 @@ def parse_args(argv=None):
                         help="noise dimension (kept SVT rank) of every stage, or one per stage: 192,128,64,16")
     parser.add_argument("--lam", type=float, default=3e-5,
                         help="weight decay of the convex patch fits (larger: smoother, blurrier detail)")
-    parser.add_argument("--patterns", type=int, default=64, help="sampled gates per output of each fit")
+    parser.add_argument("--n-patterns", type=int, default=64, help="sampled gates per output of each fit")
     parser.add_argument("--patches", type=int, default=10000, help="patches each convex fit sees")
     parser.add_argument("--tol", type=float, default=1e-2, help="relative duality gap of each fit")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--out", default="samples", help="folder for the sample grids")
+    common.add_device(parser)
+    parser.add_argument("--out-dir", default="samples", help="folder for the sample grids")
     parser.add_argument("--checkpoint", default="checkpoints/celeba.pt")
     parser.add_argument("--seed", type=int, default=0)
-    return parser.parse_args(argv)
+    return parser
 
 
-def main(argv=None):
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    args = parse_args(argv)
+def train(args):
     if not 1 <= args.layers <= MAX_LAYERS:
-        raise SystemExit(f"--layers must be between 1 and {MAX_LAYERS} (resolution 8 to "
+        raise ValueError(f"--layers must be between 1 and {MAX_LAYERS} (resolution 8 to "
                          f"{stage_resolution(MAX_LAYERS)} px), got {args.layers}.")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    try:
-        data = face_dataset(args.dataset, args.data_root, stage_resolution(args.layers), args.holdout, args.limit)
-        trainer = ProgressiveTrainer(layers=args.layers, rank=args.rank, lam=args.lam, n_patterns=args.patterns,
-                                     n_patches=args.patches, tol=args.tol, seed=args.seed, device=device,
-                                     data=data.description)
-    except ValueError as err:
-        raise SystemExit(f"error: {err}")
+    device = common.device(args.device)
+    data = face_dataset(args.dataset, args.data_root, stage_resolution(args.layers), args.holdout, args.limit)
+    trainer = ProgressiveTrainer(layers=args.layers, rank=args.rank, lam=args.lam, n_patterns=args.n_patterns,
+                                 n_patches=args.patches, tol=args.tol, seed=args.seed, device=device,
+                                 data=data.description)
     log.info("training on %s: %d images (%d held out), %d x %d x %d, device %s", data.description,
              len(data.train), len(data.test), *data.train.shape[1:], device)
-    out = Path(args.out)
+    out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = Path(args.checkpoint).stem
     timings = []
@@ -82,13 +74,14 @@ def main(argv=None):
                         "rank": generator.stages[-1].noise_dim})
         log.info("stage %d grid: %s", k, grid)
 
-    try:
-        generator = trainer.fit(data.train, checkpoint=args.checkpoint, on_stage=on_stage)
-    except ValueError as err:
-        raise SystemExit(f"error: {err}")
+    generator = trainer.fit(data.train, checkpoint=args.checkpoint, on_stage=on_stage)
     log.info("generator: %s (%d stages, %d px); stages this run: %s", args.checkpoint, len(generator.stages),
              generator.resolution, json.dumps(timings))
 
 
+def main(argv=None):
+    return common.run(build_parser(), train, argv)
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -9,36 +9,27 @@ CIFAR10 root; --dataset folder any ImageFolder layout with train/ and test/ (gre
 size). Prints a per-stage table of train and test accuracy, writes it to --metrics-out as JSON,
 and checkpoints every stage atomically to --checkpoint; a rerun with the same options resumes.
 """
-import argparse
-import json
 import logging
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from convexgan.data import labelled_images  # noqa: E402
-from layerwise.classifier import LayerwiseConvexClassifier  # noqa: E402
+from convexgan.cli import common
+from convexgan.data import labelled_images
+from layerwise.classifier import LayerwiseConvexClassifier
 
 log = logging.getLogger("train_layerwise")
 
 
-def integers(text):
-    return [int(v) for v in text.split(",")]
-
-
-def main(argv=None):
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser():
+    parser = common.parser(__doc__)
     parser.add_argument("--dataset", default="digits", choices=["digits", "cifar10", "folder"])
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--size", type=int, default=None, help="resize every image to SIZE x SIZE pixels")
     parser.add_argument("--stages", type=int, default=None, help="number of blocks (default: as many as --widths)")
-    parser.add_argument("--widths", type=integers, default=[32, 64], help="neurons each block passes on")
-    parser.add_argument("--patterns", type=integers, default=None, help="sampled gates per block (default: widths)")
+    parser.add_argument("--widths", type=common.integers, default=[32, 64], help="neurons each block passes on")
+    parser.add_argument("--n-patterns", type=common.integers, default=None,
+                        help="sampled gates per block (default: widths)")
     parser.add_argument("--lam", type=float, default=1e-2, help="weight decay (on the whitened filters)")
     parser.add_argument("--whiten-eps", type=float, default=1e-3,
                         help="ZCA regularizer of the 3 x 3 patch whitening; 0 turns whitening off")
@@ -48,37 +39,39 @@ def main(argv=None):
     parser.add_argument("--test-limit-per-class", type=int, default=None)
     parser.add_argument("--augment", choices=["none", "flip"], default="none",
                         help="flip: add the mirror image of every training image")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    common.add_device(parser)
     parser.add_argument("--checkpoint", default=None, help="default: checkpoints/layerwise_<dataset>.pt")
     parser.add_argument("--metrics-out", default=None, help="JSON file for the per-stage table")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def train(args):
     stages = args.stages or len(args.widths)
     widths = args.widths if len(args.widths) == stages else (args.widths + [args.widths[-1]] * stages)[:stages]
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-    try:
-        data = labelled_images(args.dataset, args.data_root, args.limit_per_class, args.test_limit_per_class, args.seed,
-                               args.size)
-        X_train, y_train = data.X_train, data.y_train
-        if args.augment == "flip":
-            X_train, y_train = np.concatenate([X_train, X_train[:, :, ::-1]]), np.concatenate([y_train, y_train])
-        model = LayerwiseConvexClassifier(widths=widths, n_patterns=args.patterns, lam=args.lam, tol=args.tol,
-                                          whiten_eps=args.whiten_eps or None,
-                                          max_iter=args.max_iter, seed=args.seed, device=device)
-        log.info("%s: %d train / %d test images of %s, %d classes; blocks %s", args.dataset, len(X_train),
-                 len(data.X_test), "x".join(map(str, data.X_train.shape[1:])), len(data.classes), widths)
-        checkpoint = args.checkpoint or f"checkpoints/layerwise_{args.dataset}.pt"
-        model.fit(X_train, y_train, data.X_test, data.y_test, checkpoint=checkpoint)
-    except ValueError as err:
-        raise SystemExit(f"error: {err}")
+    device = common.device(args.device)
+    data = labelled_images(args.dataset, args.data_root, args.limit_per_class, args.test_limit_per_class, args.seed,
+                           args.size)
+    X_train, y_train = data.X_train, data.y_train
+    if args.augment == "flip":
+        X_train, y_train = np.concatenate([X_train, X_train[:, :, ::-1]]), np.concatenate([y_train, y_train])
+    model = LayerwiseConvexClassifier(widths=widths, n_patterns=args.n_patterns, lam=args.lam, tol=args.tol,
+                                      whiten_eps=args.whiten_eps or None,
+                                      max_iter=args.max_iter, seed=args.seed, device=device)
+    log.info("%s: %d train / %d test images of %s, %d classes; blocks %s", args.dataset, len(X_train),
+             len(data.X_test), "x".join(map(str, data.X_train.shape[1:])), len(data.classes), widths)
+    checkpoint = args.checkpoint or f"checkpoints/layerwise_{args.dataset}.pt"
+    model.fit(X_train, y_train, data.X_test, data.y_test, checkpoint=checkpoint)
     print(f"\n{'stage':>5s} {'neurons':>8s} {'kept':>6s} {'gap':>9s} {'train':>7s} {'test':>7s} {'seconds':>8s}")
     for s in model.stages_:
         print(f"{s['stage']:5d} {s['neurons']:8d} {s['kept']:6d} {s['certificate']['gap']:9.2e} "
               f"{s['train_accuracy']:7.4f} {s['test_accuracy']:7.4f} {s['seconds']:8.1f}")
-    if args.metrics_out:
-        Path(args.metrics_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.metrics_out).write_text(json.dumps({"dataset": args.dataset, "stages": model.stages_}, indent=2))
+    common.write_metrics(args.metrics_out, {"dataset": args.dataset, "stages": model.stages_})
+
+
+def main(argv=None):
+    return common.run(build_parser(), train, argv)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

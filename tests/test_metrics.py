@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from convexgan.metrics import laplacian_pyramid, ms_swd, nearest_neighbour_distance, sliced_wasserstein
+from convexgan.metrics import evaluate_samples, laplacian_pyramid, ms_swd, nearest_neighbour_distance, sliced_wasserstein
 
 
 def test_sliced_wasserstein_of_shifted_gaussians_has_its_closed_form():
@@ -20,15 +20,24 @@ def test_sliced_wasserstein_of_shifted_gaussians_has_its_closed_form():
     assert sliced_wasserstein(A, A, generator=generator) == 0
 
 
-def test_pyramid_reconstructs_the_image():
-    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
-    levels = laplacian_pyramid(images)
+def test_pyramid_separates_frequencies():
+    """A constant image is all low-pass; a checkerboard (the highest frequency) is all band-pass.
+    A filter that is not normalized, or plain subsampling (which keeps one colour of the board),
+    fails one or the other; the reconstruction then checks the bands are the differences."""
+    constant = torch.full((1, 3, 64, 64), 0.3)
+    levels = laplacian_pyramid(constant)
     assert [level.shape[-1] for level in levels] == [64, 32, 16]
-    up = torch.nn.functional.interpolate
+    torch.testing.assert_close(levels[-1], torch.full((1, 3, 16, 16), 0.3))
+    assert all(band.abs().max() < 1e-6 for band in levels[:-1])
+    board = 0.5 + 0.5 * (-1.0) ** (torch.arange(64)[:, None] + torch.arange(64)).float().expand(1, 3, 64, 64)
+    levels = laplacian_pyramid(board)
+    inner = (slice(None), slice(None), slice(2, -2), slice(2, -2))  # away from the zero padding
+    torch.testing.assert_close(levels[-1][inner], torch.full_like(levels[-1][inner], 0.5), rtol=0, atol=1e-6)
+    assert levels[0][inner].abs().min() > 0.45  # the board's +-0.5 lives in the finest band
     x = levels[-1]
     for band in levels[-2::-1]:
-        x = band + up(x, scale_factor=2, mode="bilinear", align_corners=False)
-    torch.testing.assert_close(x, images)
+        x = band + torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+    torch.testing.assert_close(x, board)
 
 
 def test_ms_swd_ranks_distributions_and_rejects_bad_input():
@@ -43,7 +52,7 @@ def test_ms_swd_ranks_distributions_and_rejects_bad_input():
         ms_swd(torch.full((4, 3, 32, 32), float("nan")), real)
     with pytest.raises(ValueError, match="differ in shape"):
         ms_swd(torch.rand(4, 1, 32, 32), real)
-    with pytest.raises(ValueError, match="image batch"):
+    with pytest.raises(ValueError, match="must be images"):
         ms_swd(torch.rand(4, 3, 32), real)
 
 
@@ -52,3 +61,18 @@ def test_nearest_neighbour_distance_is_exact():
     samples = train[:5] + 0.1
     brute = torch.stack([((train - s) ** 2).mean((1, 2, 3)).sqrt().min() for s in samples])
     torch.testing.assert_close(nearest_neighbour_distance(samples, train), brute)
+
+
+def test_evaluate_samples_reads_uint8_channel_last_like_floats_and_sees_memorization():
+    generator = torch.Generator().manual_seed(1)
+    train = torch.randint(0, 256, (40, 32, 32, 3), dtype=torch.uint8, generator=generator)
+    test = torch.randint(0, 256, (20, 32, 32, 3), dtype=torch.uint8, generator=generator)
+    as_float = lambda x: x.permute(0, 3, 1, 2).float() / 255  # noqa: E731
+    copies = as_float(train[:20])  # a generator that memorized its training set
+    result = evaluate_samples(copies, train, test, seed=0)
+    assert result == evaluate_samples(copies, as_float(train), as_float(test), seed=0)
+    assert result["nn_samples"] == 0 and result["ms_swd"] > 0
+    fresh = evaluate_samples(as_float(test), train, test, seed=0)
+    assert fresh["nn_samples"] > 0.3 and fresh["ms_swd"] == 0  # the test set against itself; uniform noise is 0.41 apart
+    with pytest.raises(ValueError, match="looks channel-last"):
+        evaluate_samples(train.float() / 255, train, test)

@@ -33,8 +33,12 @@ def encoded_targets(model, y, loss):
     return (2.0 * index - 1)[:, None] if loss == "logistic" else np.eye(len(model.classes_))[index]
 
 
-@pytest.mark.parametrize("activation", ["gated", "relu"])
-@pytest.mark.parametrize("loss,vector", CASES)
+SLOW_CVXPY = {("cross_entropy", True, "gated"), ("squared", True, "relu"), ("cross_entropy", True, "relu")}
+
+
+@pytest.mark.parametrize("loss,vector,activation", [
+    pytest.param(*case, activation, marks=[pytest.mark.slow] if (*case, activation) in SLOW_CVXPY else [])
+    for activation in ("gated", "relu") for case in CASES])
 def test_matches_cvxpy_and_recovered_network(loss, vector, activation):
     estimator = ConvexReLU if loss == "squared" else ConvexReLUClassifier
     for seed in range(N_PROBLEMS):
@@ -148,7 +152,8 @@ def test_predict_before_fit_says_so():
         ConvexReLU().predict(np.ones((2, 2)))
 
 
-@pytest.mark.parametrize("loss,vector", CASES)
+@pytest.mark.parametrize("loss,vector", [pytest.param(*case, marks=[pytest.mark.slow] if case[0] != "logistic" else [])
+                                         for case in CASES])
 def test_augmented_lagrangian_matches_cvxpy_and_its_dual_bound_is_valid(loss, vector):
     """The scalable ReLU solver (used for large problems): same optimum, valid lower bound."""
     estimator = ConvexReLU if loss == "squared" else ConvexReLUClassifier

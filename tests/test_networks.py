@@ -30,6 +30,7 @@ def test_convex_optimum_and_recovered_network(convex):
     assert float(nonconvex_objective(net, LAM).detach()) == pytest.approx(convex.objective_, rel=1e-9)
 
 
+@pytest.mark.slow
 def test_adam_never_beats_the_convex_optimum(convex):
     width = max(convex.n_neurons_, 1)
     finals = []

@@ -30,7 +30,8 @@ def test_talk_example_has_exactly_the_theoretical_patterns():
     assert np.array_equal(X @ gates >= 0, masks)
 
 
-@pytest.mark.parametrize("case", ["general", "duplicates", "parallel", "zero_row", "rank1", "rank3"])
+@pytest.mark.parametrize("case", ["general", "duplicates", *[pytest.param(case, marks=pytest.mark.slow)
+                                                               for case in ("parallel", "zero_row", "rank1", "rank3")]])
 def test_enumeration_matches_brute_force(case):
     rng = np.random.default_rng(1)
     X = rng.standard_normal((9, 2))

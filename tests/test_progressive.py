@@ -14,11 +14,9 @@ SMALL = dict(rank=16, n_patterns=16, n_patches=2000, max_iter=500, tol=1e-2)
 
 @needs_olivetti
 def test_olivetti_trains_to_a_valid_64px_grid(tmp_path):
-    import sys
-    sys.path.insert(0, "scripts")
-    import train_celeba
-    train_celeba.main(["--dataset", "olivetti", "--layers", "4", "--rank", "16", "--patterns", "16",
-                       "--patches", "2000", "--out", str(tmp_path), "--checkpoint", str(tmp_path / "g.pt")])
+    from convexgan.cli import train_celeba
+    assert train_celeba.main(["--dataset", "olivetti", "--layers", "4", "--rank", "16", "--n-patterns", "16",
+                              "--patches", "2000", "--out-dir", str(tmp_path), "--checkpoint", str(tmp_path / "g.pt")]) == 0
     grid = np.asarray(Image.open(tmp_path / "g_stage4_64px.png"))
     assert grid.shape == (8 * 66 + 2, 8 * 66 + 2, 3)  # 8 x 8 images of 64 px, 2 px padding
     generator, config, leftover = load_checkpoint(tmp_path / "g.pt")
@@ -87,13 +85,11 @@ def test_bad_input_gives_clear_errors(tmp_path):
 
 
 def test_script_rejects_wrong_layers_and_missing_data(tmp_path, capsys):
-    import sys
-    sys.path.insert(0, "scripts")
-    import train_celeba
-    with pytest.raises(SystemExit, match="--layers must be between 1 and 6"):
-        train_celeba.main(["--layers", "7"])
-    with pytest.raises(SystemExit, match="no CelebA folder"):
-        train_celeba.main(["--data-root", str(tmp_path / "nowhere")])
+    from convexgan.cli import train_celeba
+    assert train_celeba.main(["--layers", "7"]) == 2
+    assert "--layers must be between 1 and 6" in capsys.readouterr().err
+    assert train_celeba.main(["--data-root", str(tmp_path / "nowhere")]) == 2
+    assert "no CelebA folder" in capsys.readouterr().err
 
 
 def test_pca_baseline_keeps_the_top_principal_variance():

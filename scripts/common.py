@@ -1,0 +1,68 @@
+"""What every command line shares: one argument vocabulary, logging, and one way to fail.
+
+Vocabulary: ``--data-root DIR``, ``--n-patterns``, ``--lam``, ``--tol``, ``--max-iter``, ``--seed``,
+``--device auto|cpu|cuda``, ``--checkpoint FILE``, ``--out FILE`` (a file), ``--out-dir DIR`` (a
+folder of outputs), ``--metrics-out FILE`` (figures as JSON).
+"""
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger("convexgan.cli")
+
+
+def parser(doc):
+    """An argument parser whose help is the script's docstring."""
+    return argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def integers(text):
+    """'32,64' -> [32, 64] (an argparse type)."""
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers separated by commas, got {text!r}") from None
+
+
+def add_device(parser):
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                        help="auto: the GPU when torch sees one")
+
+
+def device(name):
+    """'auto' -> 'cuda' when torch sees a GPU, else 'cpu'; 'cuda' without a GPU is an error."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda, but torch sees no GPU: use --device cpu (or auto).")
+    return name
+
+
+def write_metrics(path, figures):
+    """``figures`` as JSON at ``path`` (its folder created); nothing when path is None."""
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(figures, indent=2))
+
+
+def run(parser, job, argv=None):
+    """Parse ``argv`` (default: the command line), then ``job(args)``. Returns the exit status:
+    0 when done (and for --help), 2 for a bad argument or bad input, whose message (what is wrong
+    and what to do) goes to stderr. Other exceptions are bugs and keep their traceback."""
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # argparse has printed the help or what is wrong with the arguments
+        return stop.code
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    try:
+        job(args)
+    except (ValueError, OSError, ImportError) as err:
+        log.debug("failed", exc_info=True)
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
