@@ -208,8 +208,8 @@ class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
 
     def _images(self, X, reset, name="X"):
         """Images (N, C, H, W) float32 (``as_images``); ``n_features_in_`` (channels) is recorded
-        (``reset``) or checked. Anything but a 4-D batch goes through scikit-learn's checks first."""
-        if getattr(X, "ndim", None) != 4:  # tables, and whatever is neither
+        (``reset``) or checked. Tables (and lists, sparse matrices...) go through scikit-learn's checks first."""
+        if getattr(X, "ndim", 0) <= 2:
             X = validate_data(self, X, reset=reset, dtype=[np.float64, np.float32])
             return as_images(X, name)
         x = as_images(X, name)

@@ -25,7 +25,35 @@ def test_exported_sequential_predicts_the_trainers_labels_and_learns(tmp_path):
     assert model.stages_[-1]["test_accuracy"] == pytest.approx((labels == y_test).mean())
     assert model.score(X_test, y_test) > 0.5  # 10 classes: chance is 0.1
     assert [s["stage"] for s in model.stages_] == [1, 2]
-    assert all(0 <= s["certificate"]["gap"] for s in model.stages_)
+    for s in model.stages_:  # the recorded certificate is a certificate: a gap consistent with its bounds
+        cert = s["certificate"]
+        assert cert["dual"] <= cert["primal"]
+        assert cert["gap"] == pytest.approx((cert["primal"] - cert["dual"]) / cert["primal"], rel=1e-9)
+
+
+def test_converged_stages_are_certified_to_the_tolerance():
+    X, y, _, _ = small_digits()
+    model = LayerwiseConvexClassifier(widths=(6, 6), n_patterns=(6, 4), max_iter=2000, tol=1e-2).fit(X, y)
+    assert all(0 < s["certificate"]["gap"] <= 1e-2 for s in model.stages_)
+
+
+def test_tables_are_one_pixel_images_and_layouts_are_checked():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((120, 5))
+    y = (X[:, 0] * X[:, 1] > 0).astype(int)  # not linearly separable
+    model = LayerwiseConvexClassifier(widths=(16, 16), max_iter=300).fit(X, y)
+    assert model.n_features_in_ == 5 and model.score(X, y) > 0.8
+    np.testing.assert_array_equal(model.predict(X), model.predict(X[:, :, None, None].astype(np.float32)))
+    images = rng.integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    from convexgan.validation import as_images
+    torch.testing.assert_close(as_images(images), torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255)
+    torch.testing.assert_close(as_images(torch.from_numpy(images)), as_images(images))  # uint8 tensors alike
+    with pytest.raises(ValueError, match="looks channel-last"):
+        as_images(images.astype(np.float32) / 255)
+    with pytest.raises(ValueError, match="real numbers"):
+        as_images(np.zeros((2, 3, 4, 4), dtype=complex))
+    with pytest.raises(ValueError, match="X has 4 features, but LayerwiseConvexClassifier is expecting 5"):
+        model.predict(X[:, :4])
 
 
 def test_a_killed_run_resumes(tmp_path):
@@ -46,6 +74,18 @@ def test_a_killed_run_resumes(tmp_path):
     np.testing.assert_array_equal(resumed.decision_function(X[:50]), straight.decision_function(X[:50]))
     with pytest.raises(ValueError, match="other data or parameters"):
         LayerwiseConvexClassifier(widths=(5, 6), n_patterns=(6, 4), max_iter=30).fit(X, y, checkpoint=checkpoint)
+
+
+def test_checkpoints_load_without_running_code(tmp_path):
+    """A file of the old format (whole pickled modules) is refused with the reason, not unpickled."""
+    X, y, _, _ = small_digits()
+    old = tmp_path / "old.pt"
+    torch.save({"layers": [torch.nn.Flatten()], "stages": [], "fingerprint": {}}, old)
+    with pytest.raises(ValueError, match="holds more than tensors.*torch.nn.modules.flatten.Flatten"):
+        LayerwiseConvexClassifier(widths=(6,), max_iter=5).fit(X, y, checkpoint=old)
+    from layerwise.progressive import load_checkpoint
+    with pytest.raises(ValueError, match="holds more than tensors"):
+        load_checkpoint(old)
 
 
 def test_bad_input_gives_clear_errors(tmp_path):

@@ -44,3 +44,43 @@ def test_cifar10_binary_reads_the_first_files_in_name_order():
     assert list(y) == [-1.0] * 5 + [1.0] * 5
     first, _ = load_images([data_root() / "cifar10" / "train" / "automobile" / "0000.jpg"])
     np.testing.assert_array_equal(X[5], first.reshape(-1) / 255.0)
+
+
+def test_image_folders_are_decoded_once_then_read_from_the_cache(tmp_path, monkeypatch, caplog):
+    import convexgan.data as data
+    monkeypatch.setenv("CONVEXGAN_CACHE", str(tmp_path / "cache"))
+    write_images(tmp_path / "faces", 4, size=(10, 12))
+    first = data.load_image_folder(tmp_path / "faces", resolution=8, box=(1, 1, 9, 11))
+    assert first.shape == (4, 8, 8, 3) and first.dtype == np.uint8
+    assert len(list((tmp_path / "cache").glob("images-*.npy"))) == 1
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("decoded again although the cache holds these images")
+    monkeypatch.setattr(data, "load_images", no_decoding)
+    np.testing.assert_array_equal(data.load_image_folder(tmp_path / "faces", resolution=8, box=(1, 1, 9, 11)), first)
+    monkeypatch.undo()
+    monkeypatch.setenv("CONVEXGAN_CACHE", str(tmp_path / "cache"))
+    # another resolution, or a changed folder, is another entry; a damaged entry is decoded again
+    assert data.load_image_folder(tmp_path / "faces", resolution=4).shape == (4, 4, 4, 3)
+    write_images(tmp_path / "faces", 5, size=(10, 12))
+    assert data.load_image_folder(tmp_path / "faces", resolution=8, box=(1, 1, 9, 11)).shape[0] == 5
+    for entry in (tmp_path / "cache").glob("images-*.npy"):
+        entry.write_bytes(b"damaged")
+    with caplog.at_level(logging.WARNING):
+        again = data.load_image_folder(tmp_path / "faces", resolution=8, box=(1, 1, 9, 11))
+    assert again.shape == (5, 8, 8, 3) and "unreadable; decoding again" in caplog.text
+    np.testing.assert_array_equal(again[:4], first)
+
+
+def test_image_folder_layout_for_classifiers(tmp_path):
+    from convexgan.data import labelled_images
+    for split, count in (("train", 3), ("test", 2)):
+        for name in ("cat", "dog"):
+            write_images(tmp_path / split / name, count, size=(6, 6))
+    data = labelled_images("folder", tmp_path, limit_per_class=2)
+    assert data.X_train.shape == (4, 6, 6, 3) and data.classes == ("cat", "dog")
+    assert list(data.y_train) == [0, 0, 1, 1] and data.X_test.shape == (4, 6, 6, 3)
+    (tmp_path / "test" / "bird").mkdir()
+    write_images(tmp_path / "test" / "bird", 1, size=(6, 6))
+    with pytest.raises(ValueError, match="different classes"):
+        labelled_images("folder", tmp_path)

@@ -73,6 +73,6 @@ def test_evaluate_samples_reads_uint8_channel_last_like_floats_and_sees_memoriza
     assert result == evaluate_samples(copies, as_float(train), as_float(test), seed=0)
     assert result["nn_samples"] == 0 and result["ms_swd"] > 0
     fresh = evaluate_samples(as_float(test), train, test, seed=0)
-    assert fresh["nn_samples"] > 0.3 and fresh["ms_swd"] == 0  # the test set against itself; uniform noise is 0.41 apart
+    assert fresh["nn_samples"] > 0.3  # held-out noise images are about 0.41 (RMS) from any training image
     with pytest.raises(ValueError, match="looks channel-last"):
         evaluate_samples(train.float() / 255, train, test)

@@ -96,3 +96,18 @@ def test_device_cuda_gives_the_numpy_result_or_says_what_is_missing():
     G_gpu, lam_gpu = svt(X, rank=4, device="cuda")
     np.testing.assert_allclose(to_device(G_gpu, "cpu"), G, rtol=1e-6, atol=1e-9)
     assert lam_gpu == pytest.approx(lam, rel=1e-9)
+
+
+@pytest.mark.parametrize("shape", [(60, 12), (12, 60)])
+def test_factors_from_either_gram_matrix_give_the_closed_form(shape):
+    """Tall X uses X^T X, wide X (fewer samples than features) X X^T: both give svt's G = Q B."""
+    from convexgan.svt import svt_factors
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal(shape) * np.linspace(3, 0.1, shape[1])
+    for kwargs in ({"rank": 5}, {"lam": float(np.linalg.svd(X, compute_uv=False)[3] ** 2)}):
+        Q, B, lam = svt_factors(X, **kwargs)
+        G, lam_svt = svt(X, **kwargs)
+        assert lam == pytest.approx(lam_svt, rel=1e-12)
+        np.testing.assert_allclose(Q @ B, G, atol=1e-9 * np.abs(G).max())
+        np.testing.assert_allclose(Q.T @ Q, np.eye(Q.shape[1]), atol=1e-9)  # orthonormal columns
+        np.testing.assert_allclose(Q @ (Q.T @ X), X @ np.linalg.pinv(B) @ B, atol=1e-8 * np.abs(X).max())
