@@ -64,7 +64,8 @@ class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
     ``device``; ``dtype`` of the solves ("float32": certificates are confirmed in float64).
 
     Learned: ``classes_``, ``network_`` (``nn.Sequential``), ``stages_`` (per stage: seconds,
-    train accuracy, certificate), ``n_features_in_`` (channels of the input; features of a table).
+    train accuracy, certificate), ``n_iter_`` (FISTA iterations per stage), ``n_features_in_``
+    (channels of the input; features of a table).
 
     Input: images in one layout per type (``as_images``): uint8 (N, H, W, C), float (N, C, H, W),
     or a table (N, D) of features, read as D channels on one pixel (every block is then a gated
@@ -152,6 +153,7 @@ class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
             if on_stage is not None:
                 on_stage(record)
         self.network_ = nn.Sequential(*layers).float().eval().requires_grad_(False)
+        self.n_iter_ = np.array([record["iterations"] for record in self.stages_])
         if checkpoint is not None:
             self._save(checkpoint, layers, x, y)
         return self

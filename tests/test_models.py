@@ -122,23 +122,26 @@ def test_warm_start_reuses_patterns_and_solution():
     assert np.array_equal(model.gates_, gates) and model.n_iter_ < cold_iterations
 
 
-@pytest.mark.parametrize("bad", [
-    dict(X=np.array([[np.nan, 1.0], [0.0, 1.0]])), dict(X=np.array([[np.inf, 1.0], [0.0, 1.0]])),
-    dict(y=np.array([np.nan, 1.0])), dict(y=np.array([1.0, 2.0, 3.0])), dict(X=np.ones(2)),
-    dict(params=dict(lam=0.0)), dict(params=dict(lam=-1.0)), dict(params=dict(n_patterns=0)),
-    dict(params=dict(gates=np.ones((3, 4)))), dict(params=dict(activation="tanh")),
-    dict(X=np.zeros((0, 2)), y=np.zeros(0)),
+@pytest.mark.parametrize("bad,message", [
+    (dict(X=np.array([[np.nan, 1.0], [0.0, 1.0]])), "X contains NaN"),
+    (dict(X=np.array([[np.inf, 1.0], [0.0, 1.0]])), "X contains infinity"),
+    (dict(y=np.array([np.nan, 1.0])), "y contains NaN"), (dict(y=np.array([1.0, 2.0, 3.0])), "inconsistent numbers"),
+    (dict(X=np.ones(2)), "Expected 2D array"), (dict(params=dict(lam=0.0)), "lam must be a finite number > 0"),
+    (dict(params=dict(lam=-1.0)), "lam must be a finite number > 0"), (dict(params=dict(n_patterns=0)), "n_patterns must"),
+    (dict(params=dict(gates=np.ones((3, 4)))), r"gates must have shape \(d, P\) = \(2"),
+    (dict(params=dict(activation="tanh")), "activation must be one of"),
+    (dict(X=np.zeros((0, 2)), y=np.zeros(0)), "0 sample"),
 ])
-def test_bad_input_raises_clear_value_error(bad):
+def test_bad_input_raises_clear_value_error(bad, message):
     X = bad.get("X", np.array([[1.0, 2.0], [3.0, -1.0]]))
     y = bad.get("y", np.array([0.5, 1.0]))
-    with pytest.raises(ValueError, match=r"\w+ (must|is|has|contains)"):
+    with pytest.raises(ValueError, match=message):
         ConvexReLU(**bad.get("params", {})).fit(X, y)
 
 
 def test_classifier_rejects_a_single_class_and_unseen_labels():
     X = np.random.default_rng(0).standard_normal((5, 2))
-    with pytest.raises(ValueError, match="single class"):
+    with pytest.raises(ValueError, match="1 class"):
         ConvexReLUClassifier().fit(X, np.ones(5))
     clf = ConvexReLUClassifier(n_patterns=4).fit(X, [0, 1, 0, 1, 1])
     with pytest.raises(ValueError, match="not seen"):
