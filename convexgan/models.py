@@ -287,25 +287,65 @@ class _ConvexTwoLayer(BaseEstimator):
 class ConvexReLU(RegressorMixin, _ConvexTwoLayer):
     """Two-layer (gated) ReLU regression with squared loss, trained by convex optimization.
 
-    Parameters: ``lam`` (> 0) weight decay; ``n_patterns`` sampled patterns (ignored when
-    ``gates`` (d, P) is given); ``activation`` "relu" (exact, cone-constrained) or "gated";
-    ``tol`` on the certificate; ``max_iter`` solver iterations in all (Newton steps for
-    "newton", gradient steps otherwise); ``device`` "cpu"/"cuda"; ``seed`` for the sampled gates;
-    ``fit_intercept``; ``dtype`` "float64"/"float32" (the Newton solver always works in
-    float64); ``warm_start`` reuses the last solution and patterns; ``solver``: for gated,
-    "newton" (semismooth Newton augmented Lagrangian: certified gaps of 1e-8 in seconds where
-    FISTA takes minutes for 1e-2), "fista", or "auto" (newton where it applies: one output per
-    group, squared or logistic loss); for relu, "augmented_lagrangian" (scales to large problems,
-    GPU), "projection" (FISTA with exact cone projections by NNLS: feasible iterates, fast on
-    small problems), or "auto" (projection when ``n * d * G * c <= 200,000``); ``precondition``
-    (FISTA, one output): FISTA in the singular basis of X with the diagonal metric ``S^2 / 2n``.
+    Parameters
+    ----------
+    lam : float > 0
+        Weight decay.
+    n_patterns : int
+        Sampled activation patterns (ignored when ``gates`` is given).
+    gates : array (d, P) or None
+        Gate vectors whose patterns ``1[X g >= 0]`` the network uses; None samples them.
+    activation : {"relu", "gated"}
+        "relu": exact, cone-constrained program; "gated": gated ReLU, no cones.
+    tol : float
+        Relative duality gap (and, for relu, cone violation) at which ``fit`` stops.
+    max_iter : int
+        Solver iterations in all: Newton steps for "newton", gradient steps otherwise.
+    device : str
+        "cpu" or "cuda".
+    seed : int
+        Seed of the sampled gates.
+    fit_intercept : bool
+    dtype : {"float64", "float32"}
+        Precision of the first-order solvers (the Newton solver always works in float64;
+        float32 runs stop only on a float64 certificate).
+    warm_start : bool
+        Start from the last solution and reuse its patterns.
+    solver : str
+        Gated: "newton" (semismooth Newton augmented Lagrangian: certified gaps of 1e-8 in
+        seconds where FISTA takes minutes for 1e-2), "fista", or "auto" (newton where it
+        applies: one output per group, squared or logistic loss). Relu:
+        "augmented_lagrangian" (scales to large problems, GPU), "projection" (FISTA with exact
+        cone projections by NNLS: feasible iterates, fast on small problems), or "auto"
+        (projection when ``n * d * G * c <= 200,000``).
+    precondition : bool
+        FISTA with one output: work in the singular basis of X with the metric ``S^2 / 2n``.
 
-    Learned: ``gates_`` (d, P), ``coef_`` (d, G, c) group weights (relu: G = 2P, u's then v's),
-    ``intercept_`` (c,), ``objective_``, ``dual_objective_``, ``gap_``, ``cone_violation_``,
-    ``converged_``, ``n_iter_``, ``n_neurons_``, ``network_``, ``solver_``, ``n_features_in_``,
-    ``fitted_params_`` (the parameters of the fitted program, which ``certify`` and
-    ``network_objective`` use), ``history_`` (k, 4): iteration, seconds, objective and gap at
-    every certificate.
+    Attributes
+    ----------
+    gates_ : array (d, P)
+    coef_ : array (d, G, c)
+        Group weights (relu: G = 2P, the u's then the v's).
+    intercept_ : array (c,)
+    objective_, dual_objective_ : float
+        The optimum reached and a proven lower bound on it.
+    gap_ : float
+        ``(objective_ - dual_objective_) / objective_``.
+    cone_violation_ : float
+        Relative distance of the solution from the cones (relu; 0 for gated).
+    converged_ : bool
+    n_iter_ : int
+    n_neurons_ : int
+        Width of the recovered network.
+    network_ : torch.nn.Module
+        The recovered network (float64): its own objective equals ``objective_``.
+    solver_ : str
+        The solver that ran.
+    n_features_in_ : int
+    fitted_params_ : dict
+        The parameters of the fitted program (``certify`` and ``network_objective`` use them).
+    history_ : array (k, 4)
+        Iteration, seconds, objective and gap at every certificate.
     """
 
     def _targets(self, X, y, mode):

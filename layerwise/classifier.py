@@ -55,21 +55,45 @@ class Standardize(nn.Module):
 class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
     """VGG-style classifier trained block by block, each block a certified convex program.
 
-    Parameters: ``widths`` neurons each block passes on (its output channels); ``n_patterns``
-    sampled gates per block (default: ``widths``); ``downsample`` 2 x 2 average pooling after each
-    block but the last (default: all True); ``lam`` weight decay; ``tol`` relative duality gap and
-    ``max_iter`` FISTA iterations per block; ``whiten_eps`` the ZCA regularizer of the patch
-    whitening, relative to the mean eigenvalue (None: no whitening; the weight decay is then on
-    the raw filters, and FISTA is far slower on natural images); ``seed``;
-    ``device``; ``dtype`` of the solves ("float32": certificates are confirmed in float64).
+    Parameters
+    ----------
+    widths : sequence of int
+        Neurons each block passes on (its output channels); one value per block.
+    n_patterns : sequence of int or None
+        Sampled gates per block (default: ``widths``).
+    downsample : sequence of bool or None
+        2 x 2 average pooling after each block but the last (default: all True); skipped for
+        images smaller than 2 x 2.
+    lam : float > 0
+        Weight decay.
+    tol : float
+        Relative duality gap at which each block's solve stops.
+    max_iter : int
+        FISTA iterations per block.
+    whiten_eps : float or None
+        ZCA regularizer of the patch whitening, relative to the mean eigenvalue (None: no
+        whitening; the weight decay is then on the raw filters, and FISTA is far slower on
+        natural images).
+    seed : int
+    device : str
+    dtype : {"float32", "float64"}
+        Precision of the solves (float32 certificates are confirmed in float64).
 
-    Learned: ``classes_``, ``network_`` (``nn.Sequential``), ``stages_`` (per stage: seconds,
-    train accuracy, certificate), ``n_iter_`` (FISTA iterations per stage), ``n_features_in_``
-    (channels of the input; features of a table).
+    Attributes
+    ----------
+    classes_ : array (K,)
+    network_ : torch.nn.Sequential
+        The stack (float32), images (N, C, H, W) in [0, 1] to (N, K) class scores.
+    stages_ : list of dict
+        Per stage: seconds, neurons, kept, train (and test) accuracy, certificate.
+    n_iter_ : array (stages,)
+        FISTA iterations per stage.
+    n_features_in_ : int
+        Channels of the input (features of a table).
 
-    Input: images in one layout per type (``as_images``): uint8 (N, H, W, C), float (N, C, H, W),
-    or a table (N, D) of features, read as D channels on one pixel (every block is then a gated
-    ReLU layer, and pooling is skipped: a block pools only images of at least 2 x 2 pixels).
+    Input: images in one layout per type (``convexgan.validation.as_images``): uint8
+    (N, H, W, C), float (N, C, H, W), or a table (N, D) of features, read as D channels on one
+    pixel (every block is then a gated ReLU layer, and pooling is skipped).
     """
 
     def __init__(self, widths=(64, 64), n_patterns=None, downsample=None, lam=1e-2, tol=1e-3, max_iter=300,
