@@ -122,7 +122,7 @@ class LogisticLoss(Loss):
         margin, delta = (-Y * Z).double(), (-Y * (Z_new - Z)).double()
         p = torch.sigmoid(margin)
         return float((_log_mean_exp(torch.cat([0 * delta, delta], 1), torch.cat([1 - p, p], 1),
-                                    torch.cat([nnf.logsigmoid(-margin), nnf.logsigmoid(margin)], 1), delta)
+                                    torch.cat([nnf.logsigmoid(-margin), nnf.logsigmoid(margin)], 1))
                       - p * delta).sum() / Z.shape[0])
 
     def intercept_hessian(self, Z, Y):
@@ -151,19 +151,19 @@ class CrossEntropyLoss(Loss):
         # per sample, with p = softmax(z): log(sum_k p_k exp(dz_k)) - <p, dz>
         delta, log_p = (Z_new - Z).double(), torch.log_softmax(Z.double(), 1)
         p = log_p.exp()
-        return float((_log_mean_exp(delta, p, log_p, delta) - (p * delta).sum(1, keepdim=True)).sum() / Z.shape[0])
+        return float((_log_mean_exp(delta, p, log_p) - (p * delta).sum(1, keepdim=True)).sum() / Z.shape[0])
 
     def intercept_hessian(self, Z, Y):
         p = torch.softmax(Z, 1)
         return torch.diag(p.mean(0)) - p.T @ p / Z.shape[0]
 
 
-def _log_mean_exp(delta, p, log_p, shift):
+def _log_mean_exp(delta, p, log_p):
     """``log(sum_k p_k exp(delta_k))`` per row (n, 1), for the weights p (n, k) with logs ``log_p``.
-    Rows whose ``shift`` (n, m) is small in magnitude use ``log1p(sum p expm1(delta))``, exact to
+    Rows whose every ``|delta_k| <= 1`` use ``log1p(sum p expm1(delta))``, exact to
     the last bits where the result is tiny; the rest the log-sum-exp form, which neither overflows
     nor takes the log of 0 when a probability saturates."""
-    small = (shift.abs() <= 1).all(1, keepdim=True)
+    small = (delta.abs() <= 1).all(1, keepdim=True)
     near = torch.log1p((p * torch.expm1(delta.clamp_max(1))).sum(1, keepdim=True))
     far = torch.logsumexp(log_p + delta, 1, keepdim=True)
     return torch.where(small, near, far)

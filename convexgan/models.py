@@ -195,7 +195,7 @@ class _ConvexTwoLayer(BaseEstimator):
         (this estimator holds that fit). Each solve starts from the linear extrapolation of the
         last two solutions (the path is smooth between changes of the active set, and a grid
         log-spaced in lam has equal steps)."""
-        X, Y, loss = self._fit_targets(X, y)
+        X, Y, loss = self._targets(X, y, "fit")
         self._check_params()
         masks, gates = self._patterns(X)
         prepared = self._prepare(X, Y, loss, masks)
@@ -248,7 +248,7 @@ class _ConvexTwoLayer(BaseEstimator):
         """The recovered network's non-convex objective on (X, y): mean loss + lam/2 ||weights||^2."""
         check_is_fitted(self)
         X, Y, loss = self._targets(X, y, "fitted")
-        pred = self._decision(X)
+        pred = self.network_(torch.from_numpy(X))  # X is checked
         return float(loss.value(pred, torch.as_tensor(Y)) + self.fitted_params_["lam"] * self.network_.weight_penalty())
 
     def certify(self, X, y, coef, intercept=None):
@@ -354,9 +354,6 @@ class ConvexReLU(RegressorMixin, _ConvexTwoLayer):
             self._y_ndim = y.ndim
         return X, y.reshape(len(y), -1), losses.SquaredLoss()
 
-    def _fit_targets(self, X, y):
-        return self._targets(X, y, "fit")
-
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
@@ -364,7 +361,7 @@ class ConvexReLU(RegressorMixin, _ConvexTwoLayer):
 
     def fit(self, X, y):
         """X (n, d), y (n,) or (n, c)."""
-        return self._fit(*self._fit_targets(X, y))
+        return self._fit(*self._targets(X, y, "fit"))
 
     def predict(self, X):
         """(n,) or (n, c) like the fitted y."""
@@ -379,10 +376,13 @@ class ConvexReLUClassifier(ClassifierMixin, _ConvexTwoLayer):
     ``ConvexReLU``, plus ``classes_``."""
 
     def _targets(self, X, y, mode):
-        """Targets encoded with the fitted ``classes_`` (``mode`` "fitted") or with the classes of y."""
+        """Targets encoded with the fitted ``classes_`` (``mode`` "fitted") or with the classes of y
+        (which "fit" records as ``classes_``)."""
         X, y = self._check_data(X, y, mode)
         check_classification_targets(y)
         classes = self.classes_ if mode == "fitted" else np.unique(y)
+        if mode == "fit":
+            self.classes_ = classes
         if len(classes) < 2:
             raise ValueError(f"y has 1 class ({classes[0]!r}): a classifier needs at least two.")
         index = np.searchsorted(classes, y)
@@ -392,14 +392,9 @@ class ConvexReLUClassifier(ClassifierMixin, _ConvexTwoLayer):
             return X, (2.0 * index - 1)[:, None], losses.LogisticLoss()
         return X, np.eye(len(classes))[index], losses.CrossEntropyLoss()
 
-    def _fit_targets(self, X, y):
-        X, Y, loss = self._targets(X, y, "fit")
-        self.classes_ = np.unique(np.asarray(y))  # _targets checked y
-        return X, Y, loss
-
     def fit(self, X, y):
         """X (n, d), y (n,) labels of any sortable type, at least two classes."""
-        return self._fit(*self._fit_targets(X, y))
+        return self._fit(*self._targets(X, y, "fit"))
 
     def decision_function(self, X):
         """(n,) margins for two classes, (n, c) logits for more."""

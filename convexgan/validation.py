@@ -69,7 +69,8 @@ def as_images(X, name="X"):
     channel-last (N, H, W, C) is refused rather than read with C = W.
     """
     X = X if isinstance(X, torch.Tensor) else torch.from_numpy(_numeric(X, name))
-    if X.dtype == torch.uint8:
+    pixels = X.dtype == torch.uint8
+    if pixels:
         if X.ndim != 4 or X.shape[3] not in (1, 3, 4):
             raise ValueError(f"{name}: uint8 images must be (N, H, W, C) with C = 1, 3 or 4, got shape "
                              f"{tuple(X.shape)} (grey (N, H, W) images need X[..., None]).")
@@ -84,8 +85,7 @@ def as_images(X, name="X"):
                          f"(N, C, H, W): pass X.permute(0, 3, 1, 2) (or uint8 pixels, which are read channel-last).")
     if X.shape[0] == 0 or X.numel() == 0:
         raise ValueError(f"{name} is empty (shape {tuple(X.shape)}): pass at least one image.")
-    scale = 255 if X.dtype == torch.uint8 else 1
-    X = X.to(torch.float32) / scale
+    X = X.to(torch.float32) / 255 if pixels else X.to(torch.float32)  # no copy of a float32 batch
     if not torch.isfinite(X).all():
         raise ValueError(f"{name} contains NaN or inf: remove or repair those images.")
     return X

@@ -257,17 +257,21 @@ class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
     def __sklearn_is_fitted__(self):
         return hasattr(self, "network_")
 
-    def decision_function(self, X):
-        """(N, K) class scores of the exported network; for two classes (N,), the margin of the
-        second class over the first (scikit-learn's convention)."""
+    def _scores(self, X):
+        """(N, K) class scores of the exported network."""
         check_is_fitted(self)
-        scores = self._forward(self.network_, self._images(X, reset=False)).numpy()
+        return self._forward(self.network_, self._images(X, reset=False)).numpy()
+
+    def decision_function(self, X):
+        """(N, K) class scores; for two classes (N,), the margin of the second class over the
+        first (scikit-learn's convention)."""
+        scores = self._scores(X)
         return scores[:, 1] - scores[:, 0] if scores.shape[1] == 2 else scores
 
     def predict(self, X):
         """(N,) labels from ``classes_``."""
-        scores = self.decision_function(X)
-        return self.classes_[(scores > 0).astype(int) if scores.ndim == 1 else scores.argmax(1)]
+        scores = self._scores(X)  # before classes_: an unfitted model raises NotFittedError
+        return self.classes_[scores.argmax(1)]
 
     def to_torch(self):
         """The trained stack as an ordinary ``nn.Sequential`` (float32) mapping (N, C, H, W) images
