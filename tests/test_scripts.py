@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from convexgan.data import data_root
@@ -38,6 +39,9 @@ def test_bad_input_is_named_with_exit_status_2(tmp_path, capsys):
     assert script("train_layerwise").main(["--widths", "8,x"]) == 2
     assert "integers separated by commas" in capsys.readouterr().err
     assert script("adelie_worker").main([str(tmp_path / "missing.npz"), str(tmp_path / "out.npz")]) == 2
+    if not torch.cuda.is_available():
+        assert script("train_celeba").main(["--dataset", "lfw", "--layers", "1", "--device", "cuda"]) == 2
+        assert "torch sees no GPU" in capsys.readouterr().err
 
 
 def test_face_scripts_train_sample_and_evaluate(tmp_path, capsys):
