@@ -39,8 +39,21 @@ def _bins(size):
 
 
 def pooled_features(x, gates):
-    """F (P, N, 4 * 9C) for images x (N, C, H, W) and gates (P, C, 3, 3): per pattern, the
-    quadrant means of the masked 3 x 3 patches (zero padding), quadrants in row-major order."""
+    """Per pattern, the quadrant means of the masked 3 x 3 patches (zero padding).
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        Images (N, C, H, W).
+    gates : torch.Tensor
+        (P, C, 3, 3), the gate filters of the patterns.
+
+    Returns
+    -------
+    torch.Tensor
+        F (P, N, 4 * 9C), quadrants in row-major order, each the 9C patch coordinates in
+        ``F.unfold``'s order (channel, then 3 x 3).
+    """
     N, C, H, W = x.shape
     masks = (F.conv2d(x, gates, padding=1) >= 0).to(x.dtype)  # (N, P, H, W)
     patches = F.unfold(x, 3, padding=1).reshape(N, 9 * C, H, W)
@@ -61,8 +74,21 @@ def _check_features(features):
 
 
 def patch_whitening(features, eps=1e-3):
-    """ZCA matrix A (D, D), symmetric, for features (P, N, 4D): ``(S + eps mean(eig S) I)^{-1/2}``
-    with S the second moment of the D = 9C patch coordinates over patterns, images and quadrants."""
+    """ZCA matrix ``A = (S + eps mean(eig S) I)^{-1/2}``, S the second moment of the D = 9C patch
+    coordinates over patterns, images and quadrants.
+
+    Parameters
+    ----------
+    features : torch.Tensor
+        (P, N, 4D), ``pooled_features``' output.
+    eps : float
+        Regularization, relative to the mean eigenvalue (> 0).
+
+    Returns
+    -------
+    torch.Tensor
+        A (D, D), symmetric, in the features' dtype.
+    """
     _check_features(features)
     check_positive(eps, "eps")
     P, N, QD = features.shape
@@ -150,11 +176,31 @@ class ConvBlock(nn.Module):
 
 
 def recover_block(W, gates, channels, whitening=None, precision=torch.float32):
-    """Neurons of a solution W (D, P, 4K): ``(ConvBlock, head weight (K, 4m), singular values (m,))``,
-    neurons ordered by decreasing singular value (``recovery.shared_neurons``, for a solve computed
-    in ``precision``); the head weight is in the order of ``nn.Flatten()`` after
-    ``nn.AdaptiveAvgPool2d(2)`` (neuron-major, then quadrant).
-    ``whitening``: the matrix A (D, D) the features were whitened with (filters ``u = A v``)."""
+    """The neurons of a solution W by the SVD of every W_p (``recovery.shared_neurons``).
+
+    Parameters
+    ----------
+    W : torch.Tensor
+        (D, P, 4K), a solution of ``PooledConvProgram``.
+    gates : torch.Tensor
+        (P, C, 3, 3).
+    channels : int
+        C, the input channels.
+    whitening : torch.Tensor, optional
+        The matrix A (D, D) the features were whitened with (filters ``u = A v``).
+    precision : torch.dtype
+        The dtype the solve was computed in: singular values below its rounding are not neurons.
+
+    Returns
+    -------
+    block : ConvBlock
+        m neurons, ordered by decreasing singular value, float64.
+    head : torch.Tensor
+        (K, 4m), in the order of ``nn.Flatten()`` after ``nn.AdaptiveAvgPool2d(2)`` (neuron-major,
+        then quadrant).
+    singular : torch.Tensor
+        (m,) the singular values.
+    """
     D, P, QK = W.shape
     K = QK // QUADRANTS
     pattern, filters, head, singular = shared_neurons(W, precision)  # (m,) (m, D) (m, 4K) (m,)

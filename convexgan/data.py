@@ -10,13 +10,16 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+import torch
+from torchvision.datasets.folder import find_classes, make_dataset
+from torchcodec.decoders import decode_image
+from torchvision.transforms.v2 import functional as F
 from tqdm.auto import tqdm
 
 from .checkpoints import atomic_write
 
 log = logging.getLogger(__name__)
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif")  # what torchcodec's decode_image reads
 
 
 def data_root():
@@ -30,35 +33,66 @@ def image_files(folder):
         raise ValueError(f"image folder {folder} does not exist: check the path (or set CONVEXGAN_DATA).")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise ValueError(f"image folder {folder} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
+        raise ValueError(f"image folder {folder} holds no images ({', '.join(IMAGE_SUFFIXES)}; convert other "
+                         "formats, say BMP or TIFF, to PNG).")
     return files
 
 
-def load_images(files, mode="RGB", transform=None, progress=False):
+UNREADABLE = (OSError, RuntimeError, ValueError)  # missing; corrupt or truncated; not an image format
+
+
+def _decode_or_none(path, mode="UNCHANGED"):
+    """uint8 tensor (C, H, W) decoded by torchcodec (mode "RGB", "GRAY" or "UNCHANGED"), or None
+    with a warning if the file cannot be read."""
+    try:
+        return decode_image(path, mode=mode)
+    except UNREADABLE as err:
+        log.warning("skipping unreadable image %s: %s", path, str(err).splitlines()[0])
+        return None
+
+
+def resize(images, size):
+    """uint8 tensor (N, C, H, W) resized to (N, C, h, w), ``size`` = h = w or (h, w): bicubic with
+    antialiasing, in batches (256 images per call bounds the float buffers torchvision allocates)."""
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    if tuple(images.shape[-2:]) == size:
+        return images
+    return torch.cat([F.resize(chunk, list(size), interpolation=F.InterpolationMode.BICUBIC, antialias=True)
+                      for chunk in images.split(256)])
+
+
+def resize_array(images, size):
+    """uint8 NumPy (N, H, W, C) resized to (N, h, w, C); see ``resize``."""
+    return resize(torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2), size).permute(0, 2, 3, 1).numpy()
+
+
+def load_images(files, mode="RGB", size=None, box=None, progress=False):
     """Decode files into one uint8 array (N, H, W, C); corrupt files are skipped with a warning.
 
-    ``transform`` (PIL image -> PIL image, say a crop and resize) is applied after decoding.
-    All images must share one size. Returns ``(images, kept_files)``.
+    ``box`` (left, top, right, bottom) crops each image, then ``size`` (h = w, or (h, w)) resizes
+    it (see ``resize``; one batch per distinct input size). Without ``size`` all images must share
+    one size. Returns ``(images, kept_files)``.
     """
-    images, kept, skipped = [], [], 0
+    images, kept = [], []
     for path in tqdm(files, desc="decoding images", unit="img", disable=not progress):
-        try:
-            with Image.open(path) as image:
-                image = image.convert(mode)
-                images.append(np.asarray(transform(image) if transform else image))
+        image = _decode_or_none(path, "RGB" if mode == "RGB" else "GRAY")
+        if image is not None:
+            images.append(image[:, box[1]:box[3], box[0]:box[2]] if box else image)
             kept.append(path)
-        except (OSError, UnidentifiedImageError) as err:
-            skipped += 1
-            log.warning("skipping unreadable image %s: %s", path, err)
-    if skipped:
-        log.warning("skipped %d unreadable image(s) of %d", skipped, len(files))
+    if len(kept) < len(files):
+        log.warning("skipped %d unreadable image(s) of %d", len(files) - len(kept), len(files))
     if not images:
         raise ValueError(f"none of the {len(files)} image files could be decoded.")
-    shapes = {image.shape for image in images}
-    if len(shapes) > 1:
-        raise ValueError(f"images have different sizes {sorted(shapes)[:3]}...: resize them first.")
-    array = np.stack(images)
-    return (array[..., None] if array.ndim == 3 else array), kept
+    shapes = sorted({tuple(image.shape) for image in images})
+    if size is None and len(shapes) > 1:
+        raise ValueError(f"images have different sizes {shapes[:3]}...: resize them first.")
+    size = shapes[0][1:] if size is None else (size, size) if isinstance(size, int) else tuple(size)
+    out = torch.empty(len(images), images[0].shape[0], *size, dtype=torch.uint8)
+    for shape in shapes:
+        where = [k for k, image in enumerate(images) if tuple(image.shape) == shape]
+        batch = torch.stack([images[k] for k in where])
+        out[where] = batch if size is None else resize(batch, size)
+    return out.permute(0, 2, 3, 1).numpy(), kept
 
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -100,19 +134,14 @@ def _cached(key, build):
     return array
 
 
-def _resize(image, resolution, box=None):
-    image = image.crop(box) if box else image
-    return image.resize((resolution, resolution), Image.Resampling.LANCZOS)
-
-
 def load_image_folder(folder, resolution=64, box=None, mode="RGB", limit=None):
     """Every image of ``folder`` cropped to ``box`` (left, top, right, bottom; None: whole image)
     and resized to ``resolution`` squared: uint8 (N, r, r, C), C = 3 for RGB, 1 for "L".
     Decoded once, then read from the cache (``cache_dir()``); corrupt files skipped with a warning."""
     files = image_files(folder)[:limit]
     stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
-    key = ("folder", str(Path(folder).resolve()), stats, resolution, box, mode)
-    return _cached(key, lambda: load_images(files, mode, lambda im: _resize(im, resolution, box), progress=True)[0])
+    key = ("folder", str(Path(folder).resolve()), stats, resolution, box, mode, "torchvision bicubic")
+    return _cached(key, lambda: load_images(files, mode, resolution, box, progress=True)[0])
 
 
 def load_celeba(root, resolution=64, limit=None):
@@ -134,7 +163,7 @@ def load_olivetti(path, resolution=64):
     if not path.is_file():
         raise ValueError(f"no Olivetti file at {path}: pass olivettifaces.mat or its folder.")
     faces = loadmat(path)["faces"].T.reshape(-1, 64, 64).transpose(0, 2, 1)  # column-major images
-    return _resize_array(faces, resolution)
+    return resize_array(faces[..., None], resolution)
 
 
 def load_lfw_subset(resolution=64):
@@ -142,12 +171,7 @@ def load_lfw_subset(resolution=64):
     Small, but real and offline: the default when no other face set is at hand."""
     from skimage.data import lfw_subset
     faces = lfw_subset()[:100]  # the first 100 are faces, the next 100 are not
-    return _resize_array(np.round(faces * 255).astype(np.uint8), resolution)
-
-
-def _resize_array(images, resolution):
-    """uint8 (N, h, w) grey images resized to (N, r, r, 1)."""
-    return np.stack([np.asarray(_resize(Image.fromarray(im), resolution)) for im in images])[..., None]
+    return resize_array(np.round(faces * 255).astype(np.uint8)[..., None], resolution)
 
 
 class FaceData(NamedTuple):
@@ -204,26 +228,26 @@ class LabelledImages(NamedTuple):
 
 
 def _image_classes(split_folder, limit_per_class=None, size=None):
-    """An ImageFolder split (one subfolder per class): uint8 (N, H, W, C), labels, class names.
-    Images of another size than the first one (or ``size``) are resized; grey stays one channel."""
-    split_folder = Path(split_folder)
-    if not split_folder.is_dir():
-        raise ValueError(f"no folder {split_folder}: an ImageFolder layout needs train/ and test/ with one "
-                         "subfolder per class.")
-    classes = sorted(p.name for p in split_folder.iterdir() if p.is_dir())
-    if not classes:
-        raise ValueError(f"{split_folder} has no class subfolders (ImageFolder layout: {split_folder}/<class>/*.png).")
-    files = {name: image_files(split_folder / name)[:limit_per_class] for name in classes}
-    with Image.open(files[classes[0]][0]) as first:
-        mode = "L" if first.mode in ("L", "1", "I", "I;16") else "RGB"
-        size = size or first.size
-    resize = lambda image: image if image.size == tuple(size) else image.resize(tuple(size), Image.Resampling.BILINEAR)  # noqa: E731
-    blocks, labels = [], []
-    for k, name in enumerate(classes):
-        images, _ = load_images(files[name], mode, resize)
-        blocks.append(images)
-        labels.append(np.full(len(images), k))
-    return np.concatenate(blocks), np.concatenate(labels), tuple(classes)
+    """An ImageFolder split (one subfolder per class, found by torchvision): uint8 (N, H, W, C),
+    labels, class names. Images of another size than ``size`` (h, w) (default: the first image's)
+    are resized; grey images stay one channel."""
+    try:
+        classes, class_to_index = find_classes(split_folder)
+        samples = make_dataset(split_folder, class_to_index, extensions=IMAGE_SUFFIXES)
+    except FileNotFoundError as err:
+        raise ValueError(f"{split_folder} is no ImageFolder split with images ({err}). The layout is train/ and "
+                         f"test/, each with one subfolder per class holding images ({', '.join(IMAGE_SUFFIXES)}).") from err
+    labels = np.array([label for _, label in samples])
+    keep = np.concatenate([np.flatnonzero(labels == k)[:limit_per_class] for k in range(len(classes))])
+    files = [samples[k][0] for k in keep]
+    first = next((image for image in map(_decode_or_none, files) if image is not None), None)
+    if first is None:
+        raise ValueError(f"none of the {len(files)} images under {split_folder} could be decoded.")
+    images, kept = load_images(files, "L" if first.shape[0] <= 2 else "RGB", size or tuple(first.shape[1:]))
+    if len(kept) < len(files):
+        kept = set(kept)
+        keep = np.array([k for k, path in zip(keep, files) if path in kept])
+    return images, labels[keep], tuple(classes)
 
 
 def _torchvision_cifar10(root, train, limit_per_class):
@@ -237,18 +261,12 @@ def _torchvision_cifar10(root, train, limit_per_class):
 
 
 def resize_images(X, size):
-    """uint8 images (N, H, W, C) resized to (N, size, size, C), bilinear (PIL, per image)."""
+    """uint8 images (N, H, W, C) resized to (N, size, size, C); see ``resize``."""
     if X.dtype != np.uint8 or X.ndim != 4 or X.shape[3] not in (1, 3):
         raise ValueError(f"images must be uint8 (N, H, W, 1 or 3), got {X.dtype} of shape {X.shape}.")
     if int(size) != size or size < 1:
         raise ValueError(f"size must be a positive integer number of pixels, got {size!r}.")
-    if X.shape[1:3] == (size, size):
-        return X
-    squeeze = X.shape[3] == 1
-    out = [np.asarray(Image.fromarray(x[..., 0] if squeeze else x).resize((size, size), Image.Resampling.BILINEAR))
-           for x in X]
-    out = np.stack(out)
-    return out[..., None] if squeeze else out
+    return resize_array(X, int(size))
 
 
 def labelled_images(name, root=None, limit_per_class=None, test_limit_per_class=None, seed=0, size=None):
@@ -285,7 +303,7 @@ def labelled_images(name, root=None, limit_per_class=None, test_limit_per_class=
         X_test, y_test = _torchvision_cifar10(root, False, test_limit_per_class)
         return LabelledImages(X_train, y_train, X_test, y_test, CIFAR10_CLASSES)
     X_train, y_train, classes = _image_classes(root / "train", limit_per_class)
-    X_test, y_test, test_classes = _image_classes(root / "test", test_limit_per_class, X_train.shape[1:3][::-1])
+    X_test, y_test, test_classes = _image_classes(root / "test", test_limit_per_class, X_train.shape[1:3])
     if test_classes != classes:
         raise ValueError(f"train/ and test/ of {root} have different classes: {classes} vs {test_classes}.")
     if X_test.shape[3] != X_train.shape[3]:

@@ -198,8 +198,23 @@ def singular_basis(program, always=False):
     with equal norms (l2 and nuclear), cones and predictions: the program with data ``U S`` (n x r)
     is exact. When n < d each GEMM is d/r times cheaper; and in this basis the data curvature is
     nearly diagonal, ``S U^T D_g U S / n`` with ``u^T D_g u`` about 1/2, so ``metric = S^2 / (2n)``
-    is a good diagonal preconditioner. Returns ``(program, V, metric)``, V (d, r) in float64; or
-    ``(program, None, None)`` when n >= d and not ``always``.
+    is a good diagonal preconditioner.
+
+    Parameters
+    ----------
+    program : ConvexProgram
+        The program with data X (n, d).
+    always : bool
+        Rotate even when n >= d (the preconditioner alone is then the gain).
+
+    Returns
+    -------
+    program : ConvexProgram
+        The program with data ``U S`` (n, r); its float64 twin is rotated in float64.
+    V : torch.Tensor or None
+        (d, r) float64; a solution maps back as ``W = V beta``.
+    metric : torch.Tensor or None
+        (r,) the diagonal preconditioner. ``(program, None, None)`` when n >= d and not ``always``.
     """
     n, d = program.X.shape
     if n >= d and not always:
@@ -218,17 +233,44 @@ def singular_basis(program, always=False):
 
 
 def fista(program, gradient, divergence, prox, W, b, step, max_iter, check, check_every=10, metric=None):
-    """Accelerated proximal gradient on ``f(XW, b) + penalty(W)`` with ``prox(W, step)``.
+    """Accelerated proximal gradient on ``f(XW, b) + penalty(W)``, with backtracking and restarts.
 
-    ``gradient(XW, b)`` returns the gradients of f with respect to XW (n, G, c) and b (c,);
-    ``divergence(XW_new, b_new, XW, b)`` the Bregman divergence of f, which the line search
-    compares with ``||step||^2 / (2 step)`` (computed directly, it keeps float32 runs accurate
-    where differences of objective values would cancel). Every ``check_every`` iterations
-    ``check(W, b, XW, mapping_norm, it)`` returns ``(stop, b)``: on a stop, b is the intercept to
-    return (the certificate may have re-optimized it). Returns ``(W, b, XW, n_iter, step)``.
+    Parameters
+    ----------
+    program : ConvexProgram
+        Supplies ``image`` (W -> XW) and ``adjoint``.
+    gradient : callable
+        ``gradient(XW, b)`` -> gradients of f with respect to XW (n, G, c) and b (c,).
+    divergence : callable
+        ``divergence(XW_new, b_new, XW, b)``, the Bregman divergence of f, which the line search
+        compares with ``||step||^2 / (2 step)`` (computed directly, it keeps float32 runs accurate
+        where differences of objective values would cancel).
+    prox : callable
+        ``prox(Z, step)``, the proximal map of ``step * penalty`` (in the ``metric`` norm if given).
+    W, b : torch.Tensor
+        Start: weights (d, G, c) and intercept (c,).
+    step : float
+        First step size (1 / curvature); it adapts (halved on a failed test, x1.05 after a step).
+    max_iter : int
+        Iterations at most.
+    check : callable
+        Every ``check_every`` iterations ``check(W, b, XW, mapping_norm, it)`` -> ``(stop, b)``: on a
+        stop, b is the intercept to return (the certificate may have re-optimized it).
+    metric : torch.Tensor, optional
+        (d,): FISTA in the norm ``||W||_M^2 = sum_k metric_k ||W[k]||^2`` (a diagonal preconditioner).
 
-    ``metric`` (d,): FISTA in the norm ``||W||_M^2 = sum_k metric_k ||W[k]||^2`` (a diagonal
-    preconditioner); ``prox(Z, step)`` must then be the prox in that norm.
+    Returns
+    -------
+    W, b, XW : torch.Tensor
+        The last iterate, its intercept and X W (n, G, c).
+    n_iter : int
+    step : float
+        The last step size (a warm start for the next solve).
+
+    Raises
+    ------
+    FloatingPointError
+        When no step below 1e-30 passes the test: the loss or its gradient is not finite.
     """
     m = 1.0 if metric is None else metric.reshape(-1, 1, 1)
     XW = program.image(W)
@@ -264,10 +306,30 @@ def fista(program, gradient, divergence, prox, W, b, step, max_iter, check, chec
 
 
 def solve_gated(program, W, b, tol, max_iter, check_every=10, history=None, metric=None):
-    """Gated ReLU (no cones). Returns ``(W, b, certificate, n_iter)``.
+    """The gated program (no cones) by FISTA, until the float64 relative duality gap is <= tol.
 
-    ``history``: a list that receives ``(iteration, seconds, primal, gap)`` at every certificate.
-    ``metric`` (d,): a diagonal preconditioner (GroupL2 only), see ``singular_basis``."""
+    Parameters
+    ----------
+    program : ConvexProgram
+    W, b : torch.Tensor
+        Start: weights (d, G, c), intercept (c,).
+    tol : float
+        Relative duality gap to reach.
+    max_iter : int
+    check_every : int
+        Iterations between certificates.
+    history : list, optional
+        Receives ``(iteration, seconds, primal, gap)`` at every certificate.
+    metric : torch.Tensor, optional
+        (d,) diagonal preconditioner (GroupL2 only), see ``singular_basis``.
+
+    Returns
+    -------
+    W, b : torch.Tensor
+    certificate : Certificate
+        Of the returned point; float64-confirmed when it met ``tol``.
+    n_iter : int
+    """
     if metric is None:
         return _solve_prox(program, program.penalty.prox, W, b, tol, max_iter, check_every, history)
     prox = lambda Z, step: program.penalty.prox_metric(Z, step, metric)  # noqa: E731
@@ -275,9 +337,10 @@ def solve_gated(program, W, b, tol, max_iter, check_every=10, history=None, metr
 
 
 def solve_cone_projected(program, W, b, tol, max_iter, check_every=10, history=None):
-    """ReLU by FISTA with the exact prox of ``lam ||u|| + indicator(K_g)``: the norm's shrinkage
-    of the projection onto the cone (an NNLS per group). Iterates stay feasible; meant for small
-    problems (each step solves G * c NNLS problems of size d x n on the CPU)."""
+    """The ReLU program by FISTA with the exact prox of ``lam ||u|| + indicator(K_g)``: the norm's
+    shrinkage of the projection onto the cone (an NNLS per group). Iterates stay feasible; meant
+    for small problems (each step solves G * c NNLS problems of size d x n on the CPU).
+    Parameters and returns as ``solve_gated`` (without ``metric``)."""
     prox = lambda W, step: program.penalty.prox(program.project_cones(W), step)  # noqa: E731
     return _solve_prox(program, prox, W, b, tol, max_iter, check_every, history)
 
@@ -319,7 +382,28 @@ def solve_cone(program, W, b, tol, max_iter, check_every=10, history=None):
     slack) with FISTA until its prox-gradient mapping is below ``eps_k * lam``; then
     ``mu <- (mu - rho S)_+``, and rho grows fivefold when the violation did not halve. Near
     feasibility the certificate's multipliers are re-solved exactly (NNLS) for the current Theta.
-    Returns ``(W, b, certificate, n_iter, multipliers)``.
+
+    Parameters
+    ----------
+    program : ConvexProgram
+        With ``cone=True``.
+    W, b : torch.Tensor
+        Start: weights (d, G, c), intercept (c,).
+    tol : float
+        Relative duality gap to reach (the cone violation enters the certificate).
+    max_iter : int
+        FISTA iterations over all subproblems.
+    check_every : int
+    history : list, optional
+        Receives ``(iteration, seconds, primal, gap)`` at every certificate.
+
+    Returns
+    -------
+    W, b : torch.Tensor
+    certificate : Certificate
+    n_iter : int
+    multipliers : torch.Tensor
+        (n, G, c), the cone constraints' multipliers mu >= 0.
     """
     loss, Y, n = program.loss, program.Y, program.Y.shape[0]
     data_curvature = program.lipschitz_data() * LIPSCHITZ[type(loss).__name__] / n

@@ -218,13 +218,30 @@ def _psi(program, xi, W, b, sigma):
 
 
 def solve_ssnal(program, W, b, tol, max_iter, history=None):
-    """Minimize the gated program from (W, b) until the float64 relative duality gap is <= tol;
-    b is the intercept, zero when the program fits none.
+    """Minimize the gated program from (W, b) until the float64 relative duality gap is <= tol.
 
-    ``max_iter`` bounds the Newton steps in all; ``history`` receives ``(newton steps, seconds,
-    primal, gap)`` after every outer step. The solve runs in float64 (``program.float64()``).
-    Returns ``(W, b, certificate, n_newton_steps)``: the best certified point, in float64.
+    Parameters
+    ----------
+    program : ConvexProgram
+        A program ``supports(program)`` accepts; the solve runs on ``program.float64()``.
+    W, b : torch.Tensor
+        Start: weights (d, G, c), intercept (c,) (zero when the program fits none).
+    tol : float
+        Relative duality gap to reach.
+    max_iter : int
+        Newton steps in all.
+    history : list, optional
+        Receives ``(newton steps, seconds, primal, gap)`` after every outer step.
 
+    Returns
+    -------
+    W, b : torch.Tensor
+        The best certified point, float64.
+    certificate : Certificate
+    n_newton_steps : int
+
+    Notes
+    -----
     sigma grows tenfold per outer step. A large sigma amplifies the rounding left in grad psi (the
     Newton systems' condition number grows like sigma), so once an outer step raises the primal
     objective (which an exact proximal step never does) and makes the gap clearly worse than the

@@ -99,7 +99,7 @@ def test_bad_input_gives_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="unknown dataset"):
         labelled_images("mnist")
     (tmp_path / "train" / "a").mkdir(parents=True)
-    with pytest.raises(ValueError, match="no images"):
+    with pytest.raises(ValueError, match="no ImageFolder split with images .* one subfolder per class"):
         labelled_images("folder", tmp_path)
     with pytest.raises(ValueError, match="not fitted"):
         LayerwiseConvexClassifier().predict(X)
@@ -109,7 +109,7 @@ def test_digits_resized_to_mnist_resolution():
     small, large = labelled_images("digits"), labelled_images("digits", size=28)
     assert large.X_train.shape == (len(small.X_train), 28, 28, 1) and large.X_train.dtype == np.uint8
     np.testing.assert_array_equal(large.y_test, small.y_test)
-    # bilinear upsampling keeps each image's mean brightness to within a grey level or two
+    # bicubic upsampling keeps each image's mean brightness to within a grey level or two
     np.testing.assert_allclose(large.X_test.mean((1, 2, 3)), small.X_test.mean((1, 2, 3)), atol=4)
     with pytest.raises(ValueError, match="size must be an integer"):
         labelled_images("digits", size=2)
