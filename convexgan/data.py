@@ -122,36 +122,64 @@ def cache_dir():
 
 
 def _cached(key, build):
-    """``build()`` (a uint8 array), memoized on disk under a hash of ``key``; written atomically."""
-    path = cache_dir() / f"images-{hashlib.sha256(repr(key).encode()).hexdigest()[:20]}.npy"
+    """``build()`` = (uint8 images, file names), memoized on disk under a hash of ``key``;
+    written atomically."""
+    path = cache_dir() / f"images-{hashlib.sha256(repr(key).encode()).hexdigest()[:20]}.npz"
     if path.is_file():
         try:
-            return np.load(path)
-        except (OSError, ValueError):
+            with np.load(path) as stored:
+                return stored["images"], list(stored["names"])
+        except (OSError, ValueError, KeyError):
             log.warning("cache file %s is unreadable; decoding again", path)
-    array = build()
-    atomic_write(path, lambda handle: np.save(handle, array))
-    return array
+    images, names = build()
+    atomic_write(path, lambda handle: np.savez(handle, images=images, names=np.array(names, dtype=str)))
+    return images, names
 
 
 def load_image_folder(folder, resolution=64, box=None, mode="RGB", limit=None):
     """Every image of ``folder`` cropped to ``box`` (left, top, right, bottom; None: whole image)
-    and resized to ``resolution`` squared: uint8 (N, r, r, C), C = 3 for RGB, 1 for "L".
-    Decoded once, then read from the cache (``cache_dir()``); corrupt files skipped with a warning."""
+    and resized to ``resolution`` squared. Decoded once, then read from the cache (``cache_dir()``);
+    corrupt files skipped with a warning.
+
+    Returns ``(images, names)``: uint8 (N, r, r, C), C = 3 for "RGB", 1 for "L"; the N file names.
+    """
     files = image_files(folder)[:limit]
     stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
     key = ("folder", str(Path(folder).resolve()), stats, resolution, box, mode, "torchvision bicubic")
-    return _cached(key, lambda: load_images(files, mode, resolution, box, progress=True)[0])
+
+    def build():
+        images, kept = load_images(files, mode, resolution, box, progress=True)
+        return images, [path.name for path in kept]
+    return _cached(key, build)
 
 
 def load_celeba(root, resolution=64, limit=None):
     """CelebA aligned faces from ``root/img_align_celeba`` (``root`` may also be that folder
-    itself), the standard 140 x 140 crop at (19, 39) resized: uint8 (N, r, r, 3)."""
+    itself), the standard 140 x 140 crop at (19, 39) resized.
+
+    Returns ``(images, identities)``: uint8 (N, r, r, 3), and (N,) int identities from
+    ``identity_CelebA.txt`` beside ``img_align_celeba/`` (-1 for files it does not list), or None
+    when that file is absent."""
     root = Path(root)
     folder = root if root.name == "img_align_celeba" else root / "img_align_celeba"
     if not folder.is_dir():
         raise ValueError(f"no CelebA folder at {folder}: pass the folder that holds img_align_celeba/.")
-    return load_image_folder(folder, resolution, CELEBA_BOX, "RGB", limit)
+    images, names = load_image_folder(folder, resolution, CELEBA_BOX, "RGB", limit)
+    table = folder.parent / "identity_CelebA.txt"
+    if not table.is_file():
+        return images, None
+    identity = dict(line.split() for line in table.read_text().splitlines() if line.strip())
+    return images, np.array([int(identity.get(name, -1)) for name in names])
+
+
+def identity_split(identities, holdout, seed=0):
+    """Held-out mask (N,) bool: whole identities, drawn in a seeded random order until at least
+    ``holdout`` of the images are held out. Images of unknown identity (-1) always train."""
+    identities = np.asarray(identities)
+    known, counts = np.unique(identities[identities >= 0], return_counts=True)
+    order = np.random.default_rng(seed).permutation(len(known))
+    taken = np.cumsum(counts[order]) - counts[order] < holdout * len(identities)  # count before adding < target
+    return np.isin(identities, known[order[taken]])
 
 
 def load_olivetti(path, resolution=64):
@@ -175,19 +203,21 @@ def load_lfw_subset(resolution=64):
 
 
 class FaceData(NamedTuple):
-    """uint8 training and held-out images (N, r, r, C), and what they are."""
+    """uint8 training and held-out images (N, r, r, C), and what they are (the split included)."""
     train: np.ndarray
     test: np.ndarray
     description: str
 
 
 def face_dataset(name, root=None, resolution=64, holdout=0.1, limit=None):
-    """A face set for the convex GAN, split in file order: the last ``holdout`` fraction is held out.
+    """A face set for the convex GAN, with about ``holdout`` of it held out.
 
-    ``name``: "celeba" (``root`` holds ``img_align_celeba/``; default ``data/celeba``, then
-    ``data_root()/celeba``, then, with a warning, the LFW faces of scikit-image), "olivetti"
-    (``olivettifaces.mat`` or its folder; default ``data_root()/olivetti``), "folder" (any image
-    folder, resized whole) or "lfw"."""
+    Whole identities are held out where they are known (CelebA with its ``identity_CelebA.txt``;
+    Olivetti, 10 images per person in order), so no person is on both sides; otherwise the last
+    images in file order. ``name``: "celeba" (``root`` holds ``img_align_celeba/``; default
+    ``data/celeba``, then ``data_root()/celeba``, then, with a warning, the LFW faces of
+    scikit-image), "olivetti" (``olivettifaces.mat`` or its folder; default
+    ``data_root()/olivetti``), "folder" (any image folder, resized whole) or "lfw"."""
     if not 0 <= holdout < 1:
         raise ValueError(f"holdout must be a fraction in [0, 1), got {holdout}.")
     if name == "celeba" and root is None:
@@ -197,24 +227,31 @@ def face_dataset(name, root=None, resolution=64, holdout=0.1, limit=None):
                         "the 100 LFW faces that ship with scikit-image instead. Pass --data-root for CelebA.", data_root())
             name = "lfw"
         root = found[0] if found else None
+    identities = None
     if name == "celeba":
-        images = load_celeba(root, resolution, limit)
+        images, identities = load_celeba(root, resolution, limit)
     elif name == "olivetti":
         images = load_olivetti(root if root is not None else data_root() / "olivetti", resolution)[:limit]
+        identities = np.arange(len(images)) // 10
     elif name == "folder":
         if root is None:
             raise ValueError("dataset 'folder' needs a folder of images: pass --data-root.")
-        images = load_image_folder(root, resolution, limit=limit)
+        images, _ = load_image_folder(root, resolution, limit=limit)
     elif name == "lfw":
         images = load_lfw_subset(resolution)[:limit]
     else:
         raise ValueError(f"unknown face dataset {name!r}: use celeba, olivetti, folder or lfw.")
-    n_test = int(round(holdout * len(images)))
-    if len(images) - n_test < 2:
+    if identities is not None and holdout > 0:
+        held = identity_split(identities, holdout)
+        split = f"{len(np.unique(identities[held]))} identities held out"
+    else:
+        held = np.arange(len(images)) >= len(images) - int(round(holdout * len(images)))
+        split = "held out in file order" + (": no identities known" if holdout > 0 else "")
+    if (~held).sum() < 2:
         raise ValueError(f"{name} has {len(images)} images; at least 2 must remain for training.")
     where = f" at {root}" if root is not None else ""
-    return FaceData(images[:len(images) - n_test], images[len(images) - n_test:],
-                    f"{name}{where} ({len(images)} images at {resolution} px)")
+    log.info("%s: %d training and %d held-out images, %s", name, (~held).sum(), held.sum(), split)
+    return FaceData(images[~held], images[held], f"{name}{where} ({len(images)} images at {resolution} px, {split})")
 
 
 # -- labelled image sets for the layerwise classifiers --------------------------------------------

@@ -1,10 +1,14 @@
 """Sample-quality metrics for image generators (torch, any device).
 
 ``ms_swd``: the multi-scale sliced Wasserstein distance of Karras et al. (2018, ProGAN): 7 x 7
-patches drawn from every level of a Laplacian pyramid, each set normalized per channel, and the
-sliced Wasserstein distance between generated and real patch sets, per level. Lower is better;
-reported, as there, times 1e3. ``nearest_neighbour_distance``: how close samples come to the
-training set (a memorization check: compare with held-out real images).
+patches drawn from every level of a Laplacian pyramid, normalized per channel, and the sliced
+Wasserstein distance between generated and real patch sets, per level. Lower is better; reported,
+as there, times 1e3. Two normalizations: ``"per_set"`` (ProGAN's: each patch set by its own mean
+and standard deviation, which hides a band with too little or too much energy) and ``"joint"``
+(both sets of a level by the statistics of their union, so a band's energy counts).
+``band_energy``: the standard deviation of every pyramid level, to hold against the real images'.
+``nearest_neighbour_distance``: how close samples come to the training set (a memorization check:
+compare with held-out real images).
 """
 import torch
 import torch.nn.functional as F
@@ -34,8 +38,7 @@ def laplacian_pyramid(images, min_resolution=16):
 
 
 def _patches(level, per_image, size, generator):
-    """``per_image`` random size x size patches of every image: (N * per_image, C * size^2),
-    normalized per channel (each set on its own, as in ProGAN)."""
+    """``per_image`` random size x size patches of every image: (N * per_image, C, size^2)."""
     N, C, H, W = level.shape
     ys = torch.randint(0, H - size + 1, (N, per_image), generator=generator)
     xs = torch.randint(0, W - size + 1, (N, per_image), generator=generator)
@@ -44,9 +47,13 @@ def _patches(level, per_image, size, generator):
     cols = (xs[..., None] + offsets)[..., None, :].expand(N, per_image, size, size)
     index = torch.arange(N)[:, None, None, None].expand_as(rows)
     patches = level.permute(0, 2, 3, 1)[index, rows, cols]  # (N, per_image, size, size, C)
-    patches = patches.permute(0, 1, 4, 2, 3).reshape(N * per_image, C, size * size)
-    patches = (patches - patches.mean((0, 2), keepdim=True)) / patches.std((0, 2), keepdim=True).clamp_min(1e-8)
-    return patches.reshape(N * per_image, -1)
+    return patches.permute(0, 1, 4, 2, 3).reshape(N * per_image, C, size * size)
+
+
+def _normalized(patches, reference):
+    """Patches (n, C, s^2) centered and scaled per channel by ``reference``'s statistics: (n, C s^2)."""
+    mean, std = reference.mean((0, 2), keepdim=True), reference.std((0, 2), keepdim=True).clamp_min(1e-8)
+    return ((patches - mean) / std).flatten(1)
 
 
 def sliced_wasserstein(A, B, n_projections=512, repeats=4, generator=None):
@@ -73,22 +80,61 @@ def _as_images(images, name):
     return images
 
 
-def ms_swd(fake, real, patches_per_image=128, patch_size=7, min_resolution=16, seed=0):
-    """Multi-scale sliced Wasserstein distance (x 1e3) between image batches (N, C, r, r) with
-    values in [0, 1] (or uint8). The batches are cut to the smaller size. Returns
-    ``(per_level, mean)``, levels from the finest to the coarsest."""
+NORMALIZATIONS = ("per_set", "joint")
+
+
+def ms_swd(fake, real, patches_per_image=128, patch_size=7, min_resolution=16, seed=0, normalize="per_set",
+           n_projections=512, repeats=4):
+    """Multi-scale sliced Wasserstein distance (x 1e3).
+
+    Parameters
+    ----------
+    fake, real : array or torch.Tensor
+        Images (N, C, r, r) with values in [0, 1] (or uint8 (N, r, r, C)); cut to the smaller count.
+    patches_per_image : int
+        7 x 7 patches drawn from every image at every level.
+    min_resolution : int
+        The coarsest level's resolution (16 for 64 x 64 images: levels 64, 32, 16).
+    seed : int
+        Patch positions and projection directions.
+    normalize : {"per_set", "joint"}
+        ``"per_set"``: each patch set by its own per-channel mean and standard deviation (ProGAN);
+        ``"joint"``: both sets of a level by the statistics of the two together.
+    n_projections, repeats : int
+        Random directions per repeat, and repeats (ProGAN's 512 and 4; fewer are faster and noisier).
+
+    Returns
+    -------
+    per_level : list of float
+        From the finest level to the coarsest.
+    mean : float
+    """
     fake, real = _as_images(fake, "fake"), _as_images(real, "real")
     if fake.shape[1:] != real.shape[1:]:
         raise ValueError(f"fake {tuple(fake.shape[1:])} and real {tuple(real.shape[1:])} images differ in shape.")
     check_positive_int(patches_per_image, "patches_per_image")
+    if normalize not in NORMALIZATIONS:
+        raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}.")
     n = min(len(fake), len(real))
     generator = torch.Generator().manual_seed(seed)
     per_level = []
     for level_fake, level_real in zip(laplacian_pyramid(fake[:n], min_resolution), laplacian_pyramid(real[:n], min_resolution)):
         A = _patches(level_fake, patches_per_image, patch_size, generator)
         B = _patches(level_real, patches_per_image, patch_size, generator)
-        per_level.append(1e3 * sliced_wasserstein(A, B, generator=generator))
+        if normalize == "joint":
+            both = torch.cat([A, B])
+            A, B = _normalized(A, both), _normalized(B, both)
+        else:
+            A, B = _normalized(A, A), _normalized(B, B)
+        per_level.append(1e3 * sliced_wasserstein(A, B, n_projections, repeats, generator))
     return per_level, sum(per_level) / len(per_level)
+
+
+def band_energy(images, min_resolution=16):
+    """The standard deviation of every Laplacian pyramid level of images (N, C, r, r) (or uint8
+    (N, r, r, C)), finest first: a list of floats in the images' units ([0, 1] pixels)."""
+    images = _as_images(images, "images")
+    return [float(level.std()) for level in laplacian_pyramid(images, min_resolution)]
 
 
 def nearest_neighbour_distance(samples, train, batch=1024):
@@ -102,11 +148,18 @@ def nearest_neighbour_distance(samples, train, batch=1024):
 
 
 def evaluate_samples(samples, train, test, seed=0):
-    """MS-SWD of ``samples`` against held-out real images ``test``, and the samples' median
-    nearest-neighbour distance to ``train`` (uint8 or [0, 1] images (N, C, r, r)); compare the
-    latter with ``nearest_neighbour_distance(test, train).median()``, which does not depend on the
-    samples. Uses as many samples as there are test images."""
-    samples, test = _as_images(samples, "samples"), _as_images(test, "test")
-    per_level, mean = ms_swd(samples, test, seed=seed)
-    return {"ms_swd": mean, "ms_swd_levels": per_level,
-            "nn_samples": float(nearest_neighbour_distance(samples[:len(test)], train).median())}
+    """How ``samples`` compare with held-out real images ``test`` (uint8 or [0, 1] images).
+
+    Returns a dict: ``ms_swd`` and ``ms_swd_levels`` (per-set normalization, ProGAN's),
+    ``ms_swd_joint`` and ``ms_swd_joint_levels`` (joint normalization), ``band_energy_ratio`` (per
+    level, the samples' band standard deviation over the held-out images'; 1 is right) and
+    ``nn_samples``, the samples' median nearest-neighbour distance to ``train``: compare it with
+    ``nearest_neighbour_distance(test, train).median()``, which does not depend on the samples.
+    Uses as many samples as there are test images."""
+    samples, test = _as_images(samples, "samples")[:len(test)], _as_images(test, "test")
+    result = {}
+    for normalize, name in zip(NORMALIZATIONS, ("ms_swd", "ms_swd_joint")):
+        result[f"{name}_levels"], result[name] = ms_swd(samples, test, seed=seed, normalize=normalize)
+    result["band_energy_ratio"] = [s / t for s, t in zip(band_energy(samples), band_energy(test))]
+    result["nn_samples"] = float(nearest_neighbour_distance(samples, train).median())
+    return result

@@ -8,35 +8,95 @@ penalized by ``lam``, the generator problem is
 and its solution, with ``X = U S V^T``, is ``G* = U (S^2 - lam I)_+^{1/2} V^T``. Only ``G*^T G*``
 matters to the constraint, so any orthonormal left factor serves: the solution is carried as its
 right factor ``B = (S^2 - lam)_+^{1/2} V^T`` (k x d), and ``G = Q B`` for any Q with orthonormal
-columns. Arrays are NumPy on the CPU and CuPy on a GPU: the input's type decides.
+columns.
+
+Arrays may be NumPy, CuPy or torch, and every function returns the kind it got. NumPy arrays and
+CPU tensors are computed by NumPy and SciPy (a tensor is viewed through DLPack, not copied),
+CuPy arrays by CuPy, CUDA tensors by CuPy through DLPack when CuPy is installed and by
+``torch.linalg`` otherwise (with one warning).
 """
+import warnings
+
 import numpy as np
 import scipy.linalg
+import torch
+from array_api_compat import array_namespace, is_numpy_namespace, is_torch_array
 
 from .validation import check_positive, check_positive_int
+
+
+def _cupy():
+    try:
+        import cupy
+    except ImportError:
+        return None
+    return cupy
+
+
+def _tensor_engine(tensor):
+    """Which library computes on a torch tensor: "numpy" on the CPU, on a GPU "cupy" when
+    installed, else "torch"."""
+    if tensor.device.type == "cpu":
+        return "numpy"
+    return "cupy" if _cupy() is not None else "torch"
+
+
+def _backend(A):
+    """``(array, xp, back)``: A as the array library that computes it, that library's array-API
+    namespace, and ``back`` turning a result into A's kind (same device)."""
+    if not is_torch_array(A):
+        return A, array_namespace(A), lambda result: result
+    A, engine = A.detach(), _tensor_engine(A)
+    if engine == "numpy":
+        A = np.from_dlpack(A)
+        return A, array_namespace(A), lambda result: torch.from_numpy(np.ascontiguousarray(result))
+    if engine == "cupy":
+        cupy = _cupy()
+        A = cupy.from_dlpack(A)
+        return A, array_namespace(A), lambda result: torch.from_dlpack(cupy.ascontiguousarray(result))
+    warnings.warn("CuPy is not installed: the SVT of CUDA tensors runs in torch.linalg "
+                  "(pip install 'convexgan[gpu]' to use CuPy).", RuntimeWarning, stacklevel=3)
+    return A, array_namespace(A), lambda result: result.contiguous()
 
 
 def array_module(A):
     """``cupy`` for a CuPy array, else ``numpy``."""
     module = type(A).__module__.split(".")[0]
     if module == "cupy":
-        import cupy
-        return cupy
+        return _cupy()
     return np
 
 
 def _check_finite_matrix(A, name, xp):
     if A.ndim != 2 or A.shape[0] == 0 or A.shape[1] == 0:
-        raise ValueError(f"{name} must be a non-empty 2-D array, got shape {A.shape}.")
-    if not bool(xp.isfinite(A).all()):
+        raise ValueError(f"{name} must be a non-empty 2-D array, got shape {tuple(A.shape)}.")
+    if not bool(xp.all(xp.isfinite(A))):
         raise ValueError(f"{name} contains NaN or inf: clean the data first.")
+
+
+def _as_float(A, xp):
+    """A in its own floating dtype (float32 or float64), other dtypes in float64."""
+    return A if A.dtype in (xp.float32, xp.float64) else xp.astype(A, xp.float64)
 
 
 def threshold_spectrum(eigenvalues, lam=None, rank=None):
     """Kept values ``(S^2 - lam)_+`` from eigenvalues S^2 in decreasing order, and the lam used.
 
-    Exactly one of ``lam`` (> 0) or ``rank`` (>= 1): ``rank`` keeps the top ``rank`` directions,
-    with lam the next eigenvalue (0 when there is none).
+    Parameters
+    ----------
+    eigenvalues : array
+        (m,) S^2, decreasing.
+    lam : float, optional
+        The threshold (> 0).
+    rank : int, optional
+        Keep the top ``rank`` directions, with lam the next eigenvalue (0 when there is none).
+        Exactly one of ``lam`` and ``rank``.
+
+    Returns
+    -------
+    kept : array
+        (m,) ``(S^2 - lam)_+``.
+    lam : float
     """
     if (lam is None) == (rank is None):
         raise ValueError("give exactly one of lam or rank.")
@@ -49,15 +109,16 @@ def threshold_spectrum(eigenvalues, lam=None, rank=None):
 
 
 def to_device(A, device=None):
-    """A as a NumPy array (``device="cpu"``) or a CuPy array (``"cuda"``/``"cuda:k"``); ``None``
-    leaves it as it is. CuPy arrays move to the host with ``cupy.asnumpy``."""
+    """A (NumPy or CuPy) as a NumPy array (``device="cpu"``) or a CuPy array (``"cuda"``/``"cuda:k"``);
+    ``None`` leaves it as it is. A torch tensor moves with ``Tensor.to``."""
     if device is None:
         return A
+    if is_torch_array(A):
+        return A.to(device)
     if str(device).startswith("cuda"):
-        try:
-            import cupy
-        except ImportError as err:
-            raise ValueError("device='cuda' needs CuPy: pip install 'convexgan[gpu]' on a machine with a GPU.") from err
+        cupy = _cupy()
+        if cupy is None:
+            raise ValueError("device='cuda' needs CuPy: pip install 'convexgan[gpu]' on a machine with a GPU.")
         with cupy.cuda.Device(int(str(device).partition(":")[2] or 0)):
             return cupy.asarray(A)
     if device != "cpu":
@@ -66,57 +127,83 @@ def to_device(A, device=None):
 
 
 def svt(X, lam=None, rank=None, device=None):
-    """``G* = U (S^2 - lam I)_+^{1/2} V^T`` for X (n, d), NumPy or CuPy; same shape and type as X
-    (``device`` "cpu" or "cuda" moves X first; by default the array's type decides).
+    """The closed-form generator ``G* = U (S^2 - lam I)_+^{1/2} V^T`` by a thin SVD.
 
-    ``rank`` instead of ``lam`` keeps the top ``rank`` singular directions. Returns ``(G, lam)``.
+    Parameters
+    ----------
+    X : array (NumPy, CuPy or torch)
+        (n, d) real data; integer data is computed in float64.
+    lam, rank : float or int
+        The threshold, or the number of singular directions to keep (``threshold_spectrum``).
+    device : {None, "cpu", "cuda", "cuda:k"}
+        Moves X first; by default the array's kind and device decide.
+
+    Returns
+    -------
+    G : array
+        (n, d), the kind and floating dtype of X.
+    lam : float
     """
-    X = to_device(X, device)
-    xp = array_module(X)
-    X = xp.asarray(X, dtype=X.dtype if X.dtype in (xp.float32, xp.float64) else xp.float64)
+    X, xp, back = _backend(to_device(X, device))
+    X = _as_float(X, xp)
     _check_finite_matrix(X, "X", xp)
     U, s, Vt = xp.linalg.svd(X, full_matrices=False)
     kept, lam = threshold_spectrum(s ** 2, lam, rank)
-    return (U * xp.sqrt(kept)) @ Vt, lam
+    return back((U * xp.sqrt(kept)) @ Vt), lam
 
 
 class GramAccumulator:
     """Streams ``X^T X``, the column sums and the count over batches (b, d), so that n x d never
-    needs to fit in memory. ``centered=True`` makes ``gram()`` the Gram matrix of the centered data.
-    Accumulates in float64 (NumPy) or in the batches' precision on a GPU (CuPy)."""
+    needs to fit in memory.
+
+    Parameters
+    ----------
+    centered : bool
+        ``gram()`` is then the Gram matrix of the centered data.
+
+    Notes
+    -----
+    Batches may be NumPy, CuPy or torch (all of one kind); sums are kept in float64 on the CPU and
+    in the batches' precision on a GPU, and ``gram()`` and ``mean`` are of the batches' kind.
+    """
 
     def __init__(self, centered=True):
         self.centered = centered
-        self.sum_outer, self.sum, self.count = None, None, 0
+        self.sum_outer, self.sum, self.count, self._back = None, None, 0, None
 
     def update(self, batch):
-        xp = array_module(batch)
-        batch = xp.asarray(batch)
+        """Add a batch (b, d). Returns self."""
+        batch, xp, back = _backend(batch)
         _check_finite_matrix(batch, "batch", xp)
-        if xp is np:
-            batch = batch.astype(np.float64, copy=False)
+        if is_numpy_namespace(xp):
+            batch = xp.astype(batch, xp.float64)
         if self.sum_outer is None:
             self.sum_outer = xp.zeros((batch.shape[1],) * 2, dtype=batch.dtype)
             self.sum = xp.zeros(batch.shape[1], dtype=batch.dtype)
+            self._back = back
         elif batch.shape[1] != self.sum.shape[0]:
             raise ValueError(f"batch has {batch.shape[1]} features, earlier batches had {self.sum.shape[0]}.")
         self.sum_outer += batch.T @ batch
-        self.sum += batch.sum(0)
+        self.sum += xp.sum(batch, axis=0)
         self.count += batch.shape[0]
         return self
 
-    @property
-    def mean(self):
+    def _mean(self):
         if self.count == 0:
             raise ValueError("no batch was accumulated: the data stream was empty.")
         return self.sum / self.count
 
+    @property
+    def mean(self):
+        """(d,) the column means."""
+        return self._back(self._mean())
+
     def gram(self):
         """(d, d): ``X^T X``, of the centered data when ``centered``."""
-        mean = self.mean
+        mean = self._mean()
         if not self.centered:
-            return self.sum_outer
-        return self.sum_outer - self.count * (mean[:, None] * mean[None, :])
+            return self._back(self.sum_outer)
+        return self._back(self.sum_outer - self.count * (mean[:, None] * mean[None, :]))
 
 
 def _descending_eigh(gram, xp, top=None):
@@ -124,11 +211,11 @@ def _descending_eigh(gram, xp, top=None):
     ``top``, only the ``top`` largest (on NumPy by a subset eigensolver: a rank-k SVT of a
     4,860^2 Gram matrix costs about half of the full eigendecomposition)."""
     n = gram.shape[0]
-    if top is not None and top < n and xp is np:
+    if top is not None and top < n and is_numpy_namespace(xp):
         eigenvalues, vectors = scipy.linalg.eigh(gram, subset_by_index=[n - top, n - 1], driver="evr")
     else:
         eigenvalues, vectors = xp.linalg.eigh(gram)
-    return eigenvalues[::-1].clip(0, None), vectors[:, ::-1]
+    return xp.flip(eigenvalues, axis=0).clip(0, None), xp.flip(vectors, axis=1)
 
 
 def _needed(rank):
@@ -137,33 +224,61 @@ def _needed(rank):
 
 
 def svt_factor(gram, lam=None, rank=None):
-    """The right factor ``B = (S^2 - lam)_+^{1/2} V^T`` (k, d) of ``G*`` from a Gram matrix
-    ``X^T X`` (d, d), by one symmetric eigendecomposition; k counts the kept directions.
-    ``G* = Q B`` for any Q (n, k) with orthonormal columns. Returns ``(B, lam)``."""
-    xp = array_module(gram)
+    """The right factor of ``G*`` from a Gram matrix, by one symmetric eigendecomposition.
+
+    Parameters
+    ----------
+    gram : array (NumPy, CuPy or torch)
+        (d, d), ``X^T X`` (say from ``GramAccumulator``).
+    lam, rank : float or int
+        See ``threshold_spectrum``.
+
+    Returns
+    -------
+    B : array
+        (k, d), ``(S^2 - lam)_+^{1/2} V^T`` over the k kept directions, the kind of ``gram``;
+        ``G* = Q B`` for any Q (n, k) with orthonormal columns.
+    lam : float
+    """
+    gram, xp, back = _backend(gram)
+    gram = _as_float(gram, xp)
     _check_finite_matrix(gram, "gram", xp)
     eigenvalues, vectors = _descending_eigh((gram + gram.T) / 2, xp, _needed(rank))
     kept, lam = threshold_spectrum(eigenvalues, lam, rank)
-    k = int((kept > 0).sum())
-    return xp.sqrt(kept[:k])[:, None] * vectors[:, :k].T, lam
+    k = int(xp.sum(kept > 0))
+    return back(xp.sqrt(kept[:k])[:, None] * vectors[:, :k].T), lam
 
 
 def svt_factors(X, lam=None, rank=None):
-    """``G* = U (S^2 - lam)_+^{1/2} V^T`` of X (n, d) as its two factors ``(Q, B, lam)``:
-    Q (n, k) the kept left singular vectors of X, B (k, d) the right factor, ``G* = Q @ B``.
+    """``G* = U (S^2 - lam)_+^{1/2} V^T`` of X as its two factors.
 
     Computed from one symmetric eigendecomposition of the smaller Gram matrix (X X^T or X^T X,
-    in float64 on NumPy), so a 5,000 x 12,288 image matrix costs a 5,000^2 eigh. Q pairs each row
-    of X with its coordinates: ``sqrt(n) Q`` is X's whitened noise, the generator's training input.
+    in float64 on NumPy), so a 5,000 x 12,288 image matrix costs a 5,000^2 eigh.
+
+    Parameters
+    ----------
+    X : array (NumPy, CuPy or torch)
+        (n, d).
+    lam, rank : float or int
+        See ``threshold_spectrum``.
+
+    Returns
+    -------
+    Q : array
+        (n, k), the kept left singular vectors of X. It pairs each row of X with its coordinates:
+        ``sqrt(n) Q`` is X's whitened noise, the generator's training input.
+    B : array
+        (k, d), the right factor; ``G* = Q @ B``. Both of X's kind and floating dtype.
+    lam : float
     """
-    xp = array_module(X)
-    X = xp.asarray(X)
+    X, xp, back = _backend(X)
+    X = _as_float(X, xp)
     _check_finite_matrix(X, "X", xp)
-    X64 = X.astype(xp.float64) if xp is np else X
+    X64 = xp.astype(X, xp.float64) if is_numpy_namespace(xp) else X
     wide = X.shape[0] < X.shape[1]
     eigenvalues, vectors = _descending_eigh(X64 @ X64.T if wide else X64.T @ X64, xp, _needed(rank))
     kept, lam = threshold_spectrum(eigenvalues, lam, rank)
-    k = int((kept > 0).sum())
+    k = int(xp.sum(kept > 0))
     s = xp.sqrt(eigenvalues[:k])
     if wide:  # vectors are U; V^T = S^-1 U^T X
         Q = vectors[:, :k]
@@ -172,4 +287,4 @@ def svt_factors(X, lam=None, rank=None):
         Vt = vectors[:, :k].T
         Q = (X64 @ Vt.T) / s[None, :]
     B = xp.sqrt(kept[:k])[:, None] * Vt
-    return Q.astype(X.dtype, copy=False), B.astype(X.dtype, copy=False), lam
+    return back(xp.astype(Q, X.dtype)), back(xp.astype(B, X.dtype)), lam

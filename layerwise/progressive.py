@@ -130,8 +130,9 @@ class ProgressiveGenerator(nn.Module):
     def sample(self, n, seed=0, batch=256):
         """n images (n, C, r, r) in [0, 1], float32; the same seed gives the same images."""
         check_positive_int(n, "n")
-        generator = torch.Generator().manual_seed(seed)
-        noises = [torch.randn(n, stage.noise_dim, generator=generator) for stage in self.stages]
+        device = self.stages[0].factor.device
+        generator = torch.Generator(device).manual_seed(seed)
+        noises = [torch.randn(n, stage.noise_dim, generator=generator, device=device) for stage in self.stages]
         chunks = [self([noise[i:i + batch] for noise in noises]) for i in range(0, n, batch)]
         return torch.cat(chunks).clamp(0, 1)
 
@@ -178,40 +179,38 @@ def load_checkpoint(path):
 
 def _closed_form(residual, rank, device="cpu"):
     """SVT of the centered residual (n, d): mean (d,), factor B (k, d), training noise (n, k), lam.
-    On a GPU the eigendecomposition runs in CuPy, reached through DLPack."""
+    The eigendecomposition runs on ``device`` (``svt_factors`` picks NumPy, CuPy or torch.linalg)."""
     mean = residual.mean(0)
-    centered = (residual - mean).double()
+    centered = (residual - mean).double().to(device)
     rank = min(rank, residual.shape[1], len(residual) - 1)
-    if str(device).startswith("cuda"):
-        import cupy
-        Q, B, lam = svt_factors(cupy.from_dlpack(centered.to(device)), rank=rank)
-        Q, B = torch.from_dlpack(Q).cpu(), torch.from_dlpack(B).cpu()
-    else:
-        Q, B, lam = svt_factors(centered.numpy(), rank=rank)
-        Q, B = torch.from_numpy(np.ascontiguousarray(Q)), torch.from_numpy(np.ascontiguousarray(B))
-    return mean, B.float(), Q.float() * len(residual) ** 0.5, lam
+    Q, B, lam = svt_factors(centered, rank=rank)
+    return mean, B.float().cpu(), Q.float().cpu() * len(residual) ** 0.5, lam
 
 
 class ProgressiveTrainer:
     """Trains a ``ProgressiveGenerator`` on real images, stage by stage.
 
     Parameters: ``layers`` stages (resolution 4 * 2^layers); ``rank`` noise dimension and kept
-    rank of each stage's closed form, one int for all stages or one per stage; ``lam`` weight decay of the convex fits; ``n_patterns``
+    rank of each stage's closed form, one int for all stages, one per stage, or "auto" (64, and one
+    per 8 training images on smaller sets: beyond that, directions are single images' noise); ``lam`` weight decay of the convex fits; ``n_patterns``
     sampled gates per output; ``n_patches`` patches each fit sees; ``activation`` "gated" or
     "relu" (exact, far slower); ``tol``, ``max_iter`` for the fits (Newton steps for gated ones); ``seed``; ``device`` of the fits
     and the closed forms; ``data``, a description of the training set, kept in the checkpoint so
     that a resume on other data is refused.
     """
 
-    def __init__(self, layers=4, rank=64, lam=3e-5, n_patterns=64, n_patches=10000, activation="gated",
+    def __init__(self, layers=4, rank="auto", lam=3e-5, n_patterns=64, n_patches=10000, activation="gated",
                  tol=1e-2, max_iter=5000, seed=0, device="cpu", data=""):
         self.layers = check_positive_int(layers, "layers")
         if layers > MAX_LAYERS:
             raise ValueError(f"layers={layers}: at most {MAX_LAYERS} ({stage_resolution(MAX_LAYERS)} px) are supported.")
-        ranks = [rank] * layers if np.isscalar(rank) else list(rank)
-        if len(ranks) != layers:
-            raise ValueError(f"rank needs one value per stage ({layers}), got {len(ranks)}: {rank}.")
-        self.rank = [check_positive_int(r, "rank") for r in ranks]
+        if rank == "auto":
+            self.rank = rank
+        else:
+            ranks = [rank] * layers if np.isscalar(rank) else list(rank)
+            if len(ranks) != layers:
+                raise ValueError(f"rank needs one value per stage ({layers}), got {len(ranks)}: {rank}.")
+            self.rank = [check_positive_int(r, "rank") for r in ranks]
         self.lam = check_positive(lam, "lam")
         self.n_patterns = check_positive_int(n_patterns, "n_patterns")
         self.n_patches = check_positive_int(n_patches, "n_patches")
@@ -270,11 +269,16 @@ class ProgressiveTrainer:
                 on_stage(k, generator, seconds, info)
         return generator.eval()
 
+    def stage_rank(self, k, n_train):
+        """The kept rank of stage k (1-based) on ``n_train`` images."""
+        return max(1, min(64, n_train // 8)) if self.rank == "auto" else self.rank[k - 1]
+
     def _fit_stage(self, k, real, previous):
         """Stage k from real images (N, C, r, r) and the previous stage's training outputs."""
         N, C, r, _ = real.shape
+        rank = self.stage_rank(k, N)
         if previous is None:
-            mean, factor, noise, lam = _closed_form(real.flatten(1), self.rank[k - 1], self.device)
+            mean, factor, noise, lam = _closed_form(real.flatten(1), rank, self.device)
             stage = GaussianStage(C, r, len(factor), N)
             stage.mean.copy_(mean)
             stage.factor.copy_(factor)
@@ -289,13 +293,13 @@ class ProgressiveTrainer:
             lam=self.lam, n_patterns=self.n_patterns, activation=self.activation, tol=self.tol,
             max_iter=self.max_iter, seed=self.seed + k, progress=True, device=self.device,
             dtype="float32" if str(self.device).startswith("cuda") else "float64")
-        stage = RefineStage(C, r // 2, self.rank[k - 1], N, network.hidden.weight.shape[0], self.activation)
+        stage = RefineStage(C, r // 2, rank, N, network.hidden.weight.shape[0], self.activation)
         stage.network.load_state_dict(network.float().state_dict())
         with torch.no_grad():
             detail = torch.cat([stage.detail(chunk) for chunk in previous.split(256)])
-        mean, factor, noise, lam = _closed_form((real - detail).flatten(1), self.rank[k - 1], self.device)
+        mean, factor, noise, lam = _closed_form((real - detail).flatten(1), rank, self.device)
         stage.mean.copy_(mean)
-        stage.factor = factor  # the kept rank may be below self.rank
+        stage.factor = factor  # the kept rank may be below the requested one
         outputs = detail + (mean + noise @ factor / N ** 0.5).reshape(N, C, r, r)
         return stage, outputs, {"svt_lam": lam, "fit": network.certificate}
 
@@ -308,8 +312,8 @@ def pca_generator(images, rank):
     N, C, r, _ = x.shape
     X = x.flatten(1).double()
     centered = X - X.mean(0)
-    Q, _, _ = svt_factors(centered.numpy(), rank=min(check_positive_int(rank, "rank"), N - 1))
+    Q, _, _ = svt_factors(centered, rank=min(check_positive_int(rank, "rank"), N - 1))
     stage = GaussianStage(C, r, Q.shape[1], N)
     stage.mean.copy_(X.mean(0))
-    stage.factor.copy_(torch.from_numpy(Q.T @ centered.numpy()))  # S V^T: the principal directions, unshrunk
+    stage.factor.copy_(Q.T @ centered)  # S V^T: the principal directions, unshrunk
     return ProgressiveGenerator([stage])

@@ -2,13 +2,17 @@
 
     python scripts/eval_gan.py --checkpoint checkpoints/celeba.pt
 
-Prints the multi-scale sliced Wasserstein distance (MS-SWD x 1e3, Karras et al. 2018; lower is
-better) between samples and the held-out images of the same split train_celeba.py used (same
---dataset, --data-root, --holdout), next to the best rank-k linear generator (a Gaussian on the
-top --baseline-rank principal directions of the training faces) and the training faces
-themselves; and the median nearest-neighbour distance to the training set of samples and of
-held-out faces (samples much closer than held-out faces are memorized). Figures are the mean
-(and standard deviation) over --repeats sample seeds: one seed's MS-SWD moves by about 1.
+Compares samples with the held-out images of the split train_celeba.py used (same --dataset,
+--data-root, --holdout; whole identities held out where they are known), next to the best
+rank-k linear generators (Gaussians on the top k principal directions of the training faces, k
+from --baseline-ranks) and the training faces themselves:
+- the multi-scale sliced Wasserstein distance (MS-SWD x 1e3, Karras et al. 2018; lower is
+  better) with ProGAN's per-set normalization, which cannot see a band with too little or too
+  much energy, and with joint normalization of the real and generated patches, which can;
+- every Laplacian band's standard deviation over the held-out faces' (1 is right);
+- the median nearest-neighbour distance to the training set, of samples and of held-out faces
+  (samples much closer than held-out faces are memorized).
+Figures are the mean (and standard deviation) over --repeats sample seeds.
 """
 import sys
 
@@ -29,7 +33,8 @@ def build_parser():
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--holdout", type=float, default=0.1)
     parser.add_argument("--limit", type=int, default=None)
-    parser.add_argument("--baseline-rank", type=int, default=175)
+    parser.add_argument("--baseline-ranks", type=common.integers, default=[64, 175, 400],
+                        help="ranks of the linear Gaussian baselines, comma-separated")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3, help="sample seeds to average over (seed, seed + 1, ...)")
     parser.add_argument("--metrics-out", default=None, help="also write the figures to this JSON file")
@@ -47,26 +52,34 @@ def evaluate(args):
         raise ValueError("no held-out images: use --holdout > 0.")
     train, test = as_images(data.train), as_images(data.test)
     n = len(test)
-    baseline = pca_generator(data.train, args.baseline_rank)
+    generators = {"convex progressive GAN": generator}
+    generators.update({f"linear rank-{k} Gaussian": pca_generator(data.train, k) for k in args.baseline_ranks})
     nn_test = float(nearest_neighbour_distance(test, train).median())  # the same for every row and seed
-    names = ["convex progressive GAN", f"linear rank-{args.baseline_rank} Gaussian", "training faces (floor)"]
-    runs = {name: [] for name in names}
+    runs = {name: [] for name in [*generators, "training faces (floor)"]}
     for seed in range(args.seed, args.seed + args.repeats):  # fresh samples and projections each time
         shuffled = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
-        samples = [generator.sample(n, seed=seed), baseline.sample(n, seed=seed), train[shuffled[:n]]]
-        for name, images in zip(names, samples):
+        samples = [g.sample(n, seed=seed) for g in generators.values()] + [train[shuffled[:n]]]
+        for name, images in zip(runs, samples):
             runs[name].append(evaluate_samples(images, train, test, seed=seed))
-    results = {name: {"ms_swd": float(np.mean([r["ms_swd"] for r in rs])),
-                      "ms_swd_std": float(np.std([r["ms_swd"] for r in rs], ddof=1)) if len(rs) > 1 else 0.0,
-                      "ms_swd_levels": np.mean([r["ms_swd_levels"] for r in rs], 0).tolist(),
-                      "nn_samples": float(np.mean([r["nn_samples"] for r in rs])), "nn_test": nn_test,
-                      "runs": rs}
+
+    def mean(rs, key):
+        return np.mean([r[key] for r in rs], 0).tolist()
+
+    def std(rs, key):
+        return float(np.std([r[key] for r in rs], ddof=1)) if len(rs) > 1 else 0.0
+    results = {name: {**{key: mean(rs, key) for key in rs[0]}, "ms_swd_std": std(rs, "ms_swd"),
+                      "ms_swd_joint_std": std(rs, "ms_swd_joint"), "nn_test": nn_test, "runs": rs}
                for name, rs in runs.items()}
     print(f"{n} held-out images of {data.description}; mean (std) over {args.repeats} sample seeds")
-    print(f"{'generator':32s} {'MS-SWD':>15s}  {'per level (fine -> coarse)':28s} {'NN dist':>8s}")
+    print(f"{'generator':30s} {'MS-SWD per set':>15s} {'MS-SWD joint':>15s}  {'band energy / real':>20s} {'NN dist':>8s}")
     for name, r in results.items():
-        levels = " ".join(f"{v:6.1f}" for v in r["ms_swd_levels"])
-        print(f"{name:32s} {r['ms_swd']:7.2f} ({r['ms_swd_std']:5.2f})  {levels:28s} {r['nn_samples']:8.4f}")
+        energy = " ".join(f"{v:5.2f}" for v in r["band_energy_ratio"])
+        print(f"{name:30s} {r['ms_swd']:7.1f} ({r['ms_swd_std']:5.1f}) {r['ms_swd_joint']:7.1f} ({r['ms_swd_joint_std']:5.1f})"
+              f"  {energy:>20s} {r['nn_samples']:8.4f}")
+    print("per level, fine -> coarse (per set | joint):")
+    for name, r in results.items():
+        print(f"  {name:28s} " + " ".join(f"{v:6.1f}" for v in r["ms_swd_levels"]) + "  | "
+              + " ".join(f"{v:6.1f}" for v in r["ms_swd_joint_levels"]))
     print(f"held-out faces' median NN distance to the training set: {nn_test:.4f}")
     common.write_metrics(args.metrics_out, results)
 

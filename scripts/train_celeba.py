@@ -23,7 +23,9 @@ log = logging.getLogger("train_celeba")
 
 
 def ranks(text):
-    """'64' -> 64; '192,128,64,16' -> [192, 128, 64, 16]."""
+    """'auto' -> 'auto'; '64' -> 64; '192,128,64,16' -> [192, 128, 64, 16]."""
+    if text == "auto":
+        return text
     values = common.integers(text)
     return values[0] if len(values) == 1 else values
 
@@ -37,13 +39,18 @@ def build_parser():
                              "folder: any image folder")
     parser.add_argument("--holdout", type=float, default=0.1, help="fraction of images left out for evaluation")
     parser.add_argument("--limit", type=int, default=None, help="use at most this many images")
-    parser.add_argument("--rank", type=ranks, default=64,
-                        help="noise dimension (kept SVT rank) of every stage, or one per stage: 192,128,64,16")
+    parser.add_argument("--rank", type=ranks, default="auto",
+                        help="noise dimension (kept SVT rank) of every stage, or one per stage: 192,128,64,16; "
+                             "auto: 64, fewer on small sets (one per 8 training images)")
     parser.add_argument("--lam", type=float, default=3e-5,
                         help="weight decay of the convex patch fits (larger: smoother, blurrier detail)")
     parser.add_argument("--n-patterns", type=int, default=64, help="sampled gates per output of each fit")
     parser.add_argument("--patches", type=int, default=10000, help="patches each convex fit sees")
     parser.add_argument("--tol", type=float, default=1e-2, help="relative duality gap of each fit")
+    parser.add_argument("--max-iter", type=int, default=5000,
+                        help="iterations of each fit at most (Newton steps for gated fits)")
+    parser.add_argument("--activation", default="gated", choices=["gated", "relu"],
+                        help="patch networks: gated ReLU (fast, certified) or ReLU (exact, far slower)")
     common.add_device(parser)
     parser.add_argument("--out-dir", default="samples", help="folder for the sample grids")
     parser.add_argument("--checkpoint", default="checkpoints/celeba.pt")
@@ -58,7 +65,8 @@ def train(args):
     device = common.device(args.device)
     data = face_dataset(args.dataset, args.data_root, stage_resolution(args.layers), args.holdout, args.limit)
     trainer = ProgressiveTrainer(layers=args.layers, rank=args.rank, lam=args.lam, n_patterns=args.n_patterns,
-                                 n_patches=args.patches, tol=args.tol, seed=args.seed, device=device,
+                                 n_patches=args.patches, tol=args.tol, max_iter=args.max_iter,
+                                 activation=args.activation, seed=args.seed, device=device,
                                  data=data.description)
     log.info("training on %s: %d images (%d held out), %d x %d x %d, device %s", data.description,
              len(data.train), len(data.test), *data.train.shape[1:], device)

@@ -50,24 +50,26 @@ def test_image_folders_are_decoded_once_then_read_from_the_cache(tmp_path, monke
     import convexgan.data as data
     monkeypatch.setenv("CONVEXGAN_CACHE", str(tmp_path / "cache"))
     write_images(tmp_path / "faces", 4, size=(10, 12))
-    first = data.load_image_folder(tmp_path / "faces", resolution=8, box=(1, 1, 9, 11))
-    assert first.shape == (4, 8, 8, 3) and first.dtype == np.uint8
-    assert len(list((tmp_path / "cache").glob("images-*.npy"))) == 1
+    first, names = data.load_image_folder(tmp_path / "faces", resolution=8, box=(1, 1, 9, 11))
+    assert first.shape == (4, 8, 8, 3) and first.dtype == np.uint8 and names == [f"{k:03d}.png" for k in range(4)]
+    assert len(list((tmp_path / "cache").glob("images-*.npz"))) == 1
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again although the cache holds these images")
     monkeypatch.setattr(data, "load_images", no_decoding)
-    np.testing.assert_array_equal(data.load_image_folder(tmp_path / "faces", resolution=8, box=(1, 1, 9, 11)), first)
+    cached, cached_names = data.load_image_folder(tmp_path / "faces", resolution=8, box=(1, 1, 9, 11))
+    np.testing.assert_array_equal(cached, first)
+    assert cached_names == names
     monkeypatch.undo()
     monkeypatch.setenv("CONVEXGAN_CACHE", str(tmp_path / "cache"))
     # another resolution, or a changed folder, is another entry; a damaged entry is decoded again
-    assert data.load_image_folder(tmp_path / "faces", resolution=4).shape == (4, 4, 4, 3)
+    assert data.load_image_folder(tmp_path / "faces", resolution=4)[0].shape == (4, 4, 4, 3)
     write_images(tmp_path / "faces", 5, size=(10, 12))
-    assert data.load_image_folder(tmp_path / "faces", resolution=8, box=(1, 1, 9, 11)).shape[0] == 5
-    for entry in (tmp_path / "cache").glob("images-*.npy"):
+    assert data.load_image_folder(tmp_path / "faces", resolution=8, box=(1, 1, 9, 11))[0].shape[0] == 5
+    for entry in (tmp_path / "cache").glob("images-*.npz"):
         entry.write_bytes(b"damaged")
     with caplog.at_level(logging.WARNING):
-        again = data.load_image_folder(tmp_path / "faces", resolution=8, box=(1, 1, 9, 11))
+        again, _ = data.load_image_folder(tmp_path / "faces", resolution=8, box=(1, 1, 9, 11))
     assert again.shape == (5, 8, 8, 3) and "unreadable; decoding again" in caplog.text
     np.testing.assert_array_equal(again[:4], first)
 
@@ -109,3 +111,28 @@ def test_batched_resize_is_antialiased_and_groups_sizes():
     batch = rng.integers(0, 256, (300, 20, 20, 3), dtype=np.uint8)  # more than one chunk of 256
     one_by_one = np.concatenate([resize_array(image[None], 8) for image in batch])
     np.testing.assert_array_equal(resize_array(batch, 8), one_by_one)
+
+
+def test_identity_split_holds_out_whole_identities():
+    from convexgan.data import identity_split
+    rng = np.random.default_rng(0)
+    identities = np.concatenate([rng.integers(0, 40, 500), np.full(20, -1)])  # 20 images of unknown identity
+    held = identity_split(identities, 0.1)
+    assert not set(identities[held]) & set(identities[~held]) and -1 not in identities[held]
+    # the last identity drawn crosses 10 %: without it the held-out share is below 10 %
+    assert held.mean() >= 0.1 and held.mean() < 0.1 + np.bincount(identities[identities >= 0]).max() / len(identities)
+    np.testing.assert_array_equal(identity_split(identities, 0.1), held)  # seeded
+
+
+@pytest.mark.skipif(not (data_root() / "celeba" / "identity_CelebA.txt").is_file(), reason="CelebA not present")
+def test_celeba_split_shares_no_identity(tmp_path, monkeypatch):
+    from convexgan.data import face_dataset, identity_split, load_celeba
+    monkeypatch.setenv("CONVEXGAN_CACHE", str(tmp_path))
+    images, identities = load_celeba(data_root() / "celeba", resolution=8)
+    assert (identities >= 0).all()
+    held = identity_split(identities, 0.1)
+    assert not set(identities[held]) & set(identities[~held]) and 0.1 <= held.mean() < 0.12
+    data = face_dataset("celeba", data_root() / "celeba", resolution=8)
+    np.testing.assert_array_equal(data.test, images[held])
+    np.testing.assert_array_equal(data.train, images[~held])
+    assert f"{len(set(identities[held]))} identities held out" in data.description

@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from convexgan.metrics import evaluate_samples, laplacian_pyramid, ms_swd, nearest_neighbour_distance, sliced_wasserstein
+from convexgan.metrics import (band_energy, evaluate_samples, laplacian_pyramid, ms_swd, nearest_neighbour_distance,
+                               sliced_wasserstein)
 
 
 def test_sliced_wasserstein_of_shifted_gaussians_has_its_closed_form():
@@ -76,3 +77,39 @@ def test_evaluate_samples_reads_uint8_channel_last_like_floats_and_sees_memoriza
     assert fresh["nn_samples"] > 0.3  # held-out noise images are about 0.41 (RMS) from any training image
     with pytest.raises(ValueError, match="looks channel-last"):
         evaluate_samples(train.float() / 255, train, test)
+
+
+FAST = dict(patches_per_image=128, n_projections=128, repeats=1)
+
+
+def smooth_images(n, seed):
+    """Blurred noise (n, 3, 32, 32): images with energy in every band, unlike white noise."""
+    x = torch.rand(n, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+    return torch.nn.functional.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
+
+
+def test_joint_normalization_sees_band_energy_that_per_set_normalization_hides():
+    real, sharp = smooth_images(256, 0), torch.rand(256, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    mean = real.mean((0, 2, 3), keepdim=True)
+    doubled = 2 * (real - mean) + mean  # every band, and the low-pass about its mean, scaled by 2
+    for normalize in ("per_set", "joint"):
+        _, itself = ms_swd(real, real, **FAST, normalize=normalize)
+        _, unblurred = ms_swd(sharp, real, **FAST, normalize=normalize)
+        levels_doubled, scaled = ms_swd(doubled, real, **FAST, normalize=normalize)
+        levels_itself, _ = ms_swd(real, real, **FAST, normalize=normalize)
+        assert itself < 0.5 * unblurred  # a set against itself: patch sampling noise only
+        if normalize == "per_set":  # the same patches after normalization: exactly the self-distance
+            assert levels_doubled == pytest.approx(levels_itself, rel=1e-4)
+        else:
+            assert min(d / i for d, i in zip(levels_doubled, levels_itself)) > 5
+    assert band_energy(doubled) == pytest.approx([2 * e for e in band_energy(real)], rel=1e-4)  # float32 sums
+    with pytest.raises(ValueError, match="normalize must be"):
+        ms_swd(real, real, normalize="global")
+
+
+def test_evaluate_samples_reports_both_variants_and_band_energy_ratios():
+    real, other = smooth_images(64, 0), smooth_images(64, 1)
+    result = evaluate_samples(0.5 + 0.5 * (other - 0.5), real, real, seed=0)  # half the contrast
+    assert set(result) >= {"ms_swd", "ms_swd_joint", "ms_swd_levels", "ms_swd_joint_levels", "band_energy_ratio"}
+    assert result["band_energy_ratio"] == pytest.approx([0.5] * 2, rel=0.05)
+    assert result["ms_swd_joint"] > 3 * result["ms_swd"]

@@ -41,6 +41,14 @@ def test_stage_one_has_the_data_covariance_thresholded():
     torch.testing.assert_close(kept, eigenvalues[:5] - eigenvalues[5], rtol=1e-4, atol=1e-6)
 
 
+def test_automatic_rank_keeps_one_direction_per_eight_images_up_to_64():
+    rng = np.random.default_rng(1)
+    few = rng.integers(0, 256, (90, 8, 8, 1), dtype=np.uint8)
+    assert ProgressiveTrainer(layers=1).fit(few).stages[0].noise_dim == 11
+    many = rng.integers(0, 256, (1000, 8, 8, 1), dtype=np.uint8)
+    assert ProgressiveTrainer(layers=1).fit(many).stages[0].noise_dim == 64
+
+
 class Killed(Exception):
     pass
 

@@ -47,7 +47,7 @@ def test_bad_input_is_named_with_exit_status_2(tmp_path, capsys):
 def test_face_scripts_train_sample_and_evaluate(tmp_path, capsys):
     checkpoint = str(tmp_path / "faces.pt")
     faces = ["--dataset", "lfw", "--layers", "2", "--limit", "60", "--holdout", "0.25"]
-    assert script("train_celeba").main(faces + ["--rank", "8", "--n-patterns", "8", "--patches", "500",
+    assert script("train_celeba").main(faces + ["--rank", "8", "--n-patterns", "8", "--patches", "500", "--max-iter", "200",
                                                 "--out-dir", str(tmp_path / "grids"), "--checkpoint", checkpoint]) == 0
     assert (tmp_path / "grids" / "faces_stage2_16px.png").is_file()
     assert script("sample").main(["--checkpoint", checkpoint, "--n", "6", "--nrow", "3",
@@ -57,10 +57,11 @@ def test_face_scripts_train_sample_and_evaluate(tmp_path, capsys):
     assert len(list((tmp_path / "each").glob("*.png"))) == 3
     figures = tmp_path / "eval.json"
     faces = [a for a in faces if a not in ("--layers", "2")]
-    assert script("eval_gan").main(["--checkpoint", checkpoint, "--repeats", "2", "--baseline-rank", "5",
+    assert script("eval_gan").main(["--checkpoint", checkpoint, "--repeats", "2", "--baseline-ranks", "3,5",
                                     "--metrics-out", str(figures)] + faces) == 0
     results = json.loads(figures.read_text())
-    assert len(results) == 3 and all(np.isfinite(r["ms_swd"]) and r["ms_swd"] >= 0 for r in results.values())
+    assert len(results) == 4 and all(np.isfinite(r["ms_swd"]) and r["ms_swd"] >= 0 for r in results.values())
+    assert all(len(r["band_energy_ratio"]) == len(r["ms_swd_joint_levels"]) for r in results.values())
 
 
 def test_gan_benchmark_writes_its_grids_into_a_new_folder(tmp_path, capsys):

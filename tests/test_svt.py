@@ -1,6 +1,10 @@
 """SVT: the closed form against its defining constraint, streaming against in-memory."""
+import importlib
+import warnings
+
 import numpy as np
 import pytest
+import torch
 
 from convexgan.svt import GramAccumulator, svt, svt_factor
 
@@ -111,3 +115,34 @@ def test_factors_from_either_gram_matrix_give_the_closed_form(shape):
         np.testing.assert_allclose(Q @ B, G, atol=1e-9 * np.abs(G).max())
         np.testing.assert_allclose(Q.T @ Q, np.eye(Q.shape[1]), atol=1e-9)  # orthonormal columns
         np.testing.assert_allclose(Q @ (Q.T @ X), X @ np.linalg.pinv(B) @ B, atol=1e-8 * np.abs(X).max())
+
+
+@pytest.mark.parametrize("engine", ["numpy", "torch"])
+def test_torch_tensors_give_the_numpy_result_in_their_own_kind(engine, monkeypatch):
+    """CPU tensors are computed by NumPy; "torch" is the path of a CUDA tensor without CuPy
+    (torch.linalg, with a warning), exercised here on the CPU."""
+    from convexgan.svt import svt_factors
+    svt_module = importlib.import_module("convexgan.svt")  # the package's name svt is the function
+    monkeypatch.setattr(svt_module, "_tensor_engine", lambda tensor: engine)
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((30, 50)) * np.linspace(2, 0.1, 50)
+    tensor = torch.from_numpy(X)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        G, lam = svt(tensor, rank=6)
+        Q, B, lam_factors = svt_factors(tensor, rank=6)
+        accumulator = GramAccumulator().update(tensor[:20]).update(tensor[20:])
+        B_stream, lam_stream = svt_factor(accumulator.gram(), rank=6)
+        assert G.dtype == torch.float64 and svt(tensor.float(), rank=6)[0].dtype == torch.float32
+    assert any("torch.linalg" in str(w.message) for w in caught) == (engine == "torch")
+    G_ref, lam_ref = svt(X, rank=6)
+    assert all(isinstance(a, torch.Tensor) for a in (G, Q, B, B_stream, accumulator.mean))
+    scale = np.abs(G_ref).max()
+    np.testing.assert_allclose(G.numpy(), G_ref, atol=1e-10 * scale)
+    np.testing.assert_allclose((Q @ B).numpy(), G_ref, atol=1e-10 * scale)
+    assert lam == pytest.approx(lam_ref, rel=1e-10) and lam_factors == pytest.approx(lam_ref, rel=1e-10)
+    centered = X - X.mean(0)
+    np.testing.assert_allclose(accumulator.gram().numpy(), centered.T @ centered, atol=1e-10 * np.abs(X).max() ** 2 * len(X))
+    B_ref, lam_stream_ref = svt_factor(centered.T @ centered, rank=6)
+    np.testing.assert_allclose((B_stream.T @ B_stream).numpy(), B_ref.T @ B_ref, atol=1e-9 * np.abs(B_ref).max() ** 2)
+    assert lam_stream == pytest.approx(lam_stream_ref, rel=1e-10)
