@@ -24,7 +24,8 @@ from convexgan.cli import common
 from convexgan.data import face_dataset
 from convexgan.metrics import NORMALIZATIONS, ms_swd
 from convexgan.validation import as_images
-from layerwise.progressive import ProgressiveGenerator, ProgressiveTrainer, pca_generator, stage_resolution
+from layerwise.progressive import (QUANTILE_LEVELS, ProgressiveGenerator, ProgressiveTrainer, pca_generator,
+                                   stage_resolution)
 
 log = logging.getLogger("bench_gan")
 
@@ -39,8 +40,10 @@ def critic(channels, resolution, width=64):
 
 
 def trainable(generator, seed):
-    """The generator's weights (buffers too: stage means and noise factors), re-initialized
-    randomly and set to require gradients; the gates stay fixed, as in ours."""
+    """The generator's weights (buffers too: stage means, noise factors, the residuals' local
+    scales and marginal maps), re-initialized and set to require gradients; the gates stay fixed,
+    as in ours. A refine stage starts with a unit scale and the identity marginal map (the
+    Gaussian quantile function), both learned."""
     torch.manual_seed(seed)
     params = []
     for stage in generator.stages:
@@ -48,6 +51,12 @@ def trainable(generator, seed):
         nn.init.normal_(stage.factor, std=0.1 * stage.n_train ** 0.5 / stage.factor.shape[1] ** 0.5)
         params += [stage.mean.requires_grad_(), stage.factor.requires_grad_()]
         if hasattr(stage, "network"):
+            stage.scale_coef.zero_()[:, 0] = 1.0
+            stage.scale_floor.zero_()
+            stage.noise_std.fill_(1.0)
+            stage.residual_std.fill_(1.0)
+            stage.quantiles.copy_(torch.distributions.Normal(0.0, 1.0).icdf(QUANTILE_LEVELS).expand_as(stage.quantiles))
+            params += [stage.scale_coef.requires_grad_(), stage.quantiles.requires_grad_()]
             stage.network.hidden.reset_parameters()
             stage.network.output.reset_parameters()
             if hasattr(stage.network, "gates"):  # same gating role: gates read the same features
@@ -82,8 +91,8 @@ def wgan_gp(generator, reals, test, seconds_per_stage, batch, seed, evals_per_st
         partial = ProgressiveGenerator(list(generator.stages[:k]))
         D = critic(real.shape[1], real.shape[-1])
         optimizer_d = torch.optim.Adam(D.parameters(), lr=1e-3, betas=(0.0, 0.99))
-        start, next_eval, step = time.perf_counter(), seconds_per_stage / evals_per_stage, 0
-        while (elapsed := time.perf_counter() - start) < seconds_per_stage:
+        start, next_eval, step, paused = time.perf_counter(), seconds_per_stage / evals_per_stage, 0, 0.0
+        while (elapsed := time.perf_counter() - start - paused) < seconds_per_stage:
             for _ in range(5):
                 x = real[torch.randint(len(real), (batch,), generator=gen)]
                 with torch.no_grad():
@@ -101,9 +110,11 @@ def wgan_gp(generator, reals, test, seconds_per_stage, batch, seed, evals_per_st
             loss_g.backward()
             optimizer_g.step()
             step += 1
-            if elapsed >= next_eval:
+            if elapsed >= next_eval:  # evaluations stop the clock: the budget is training time
                 next_eval += seconds_per_stage / evals_per_stage
+                evaluating = time.perf_counter()
                 curve.append((clock + elapsed, swd_at_final(generator, k, test, final, seed)))
+                paused += time.perf_counter() - evaluating
                 log.info("WGAN-GP stage %d, %.0f s, %d steps: MS-SWD %.1f per set, %.1f joint", k, clock + elapsed,
                          step, *curve[-1][1])
         clock += seconds_per_stage
