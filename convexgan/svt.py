@@ -165,6 +165,8 @@ class GramAccumulator:
     -----
     Batches may be NumPy, CuPy or torch (all of one kind); sums are kept in float64 on the CPU and
     in the batches' precision on a GPU, and ``gram()`` and ``mean`` are of the batches' kind.
+    Under ``torch.distributed`` each rank streams its own rows and ``all_reduce()`` then gives
+    every rank the statistics of all rows (a rank with no rows updates with an empty (0, d) batch).
     """
 
     def __init__(self, centered=True):
@@ -174,7 +176,10 @@ class GramAccumulator:
     def update(self, batch):
         """Add a batch (b, d). Returns self."""
         batch, xp, back = _backend(batch)
-        _check_finite_matrix(batch, "batch", xp)
+        if batch.ndim == 2 and batch.shape[0] == 0 and batch.shape[1] > 0:  # an empty shard: only d is known
+            batch = xp.zeros((0, batch.shape[1]), dtype=_as_float(batch, xp).dtype)
+        else:
+            _check_finite_matrix(batch, "batch", xp)
         if is_numpy_namespace(xp):
             batch = xp.astype(batch, xp.float64)
         if self.sum_outer is None:
@@ -186,6 +191,17 @@ class GramAccumulator:
         self.sum_outer += batch.T @ batch
         self.sum += xp.sum(batch, axis=0)
         self.count += batch.shape[0]
+        return self
+
+    def all_reduce(self):
+        """Sum the statistics over all ranks of the process group, with one collective (nothing
+        without one). Returns self."""
+        from .distributed import all_reduce_sum, as_tensor_view
+        if self.sum_outer is None:
+            raise ValueError("all_reduce before any update: update with this rank's rows, or an empty (0, d) batch.")
+        count = torch.tensor([float(self.count)], dtype=torch.float64)
+        all_reduce_sum(as_tensor_view(self.sum_outer), as_tensor_view(self.sum), count)
+        self.count = int(count.item())
         return self
 
     def _mean(self):
