@@ -137,6 +137,22 @@ def band_energy(images, min_resolution=16):
     return [float(level.std()) for level in laplacian_pyramid(images, min_resolution)]
 
 
+def block_structure(images, block=2):
+    """How much a ``block`` x ``block`` grid shows in images (N, C, r, r) (or uint8 (N, r, r, C)):
+    the mean absolute difference of neighbouring pixels across block borders over that within
+    blocks, along columns and along rows. About 1 for natural images (CelebA: 1.01, 1.00); above
+    1 when the pixels of a block are generated together (pixel shuffle)."""
+    images = _as_images(images, "images")
+    if images.shape[-1] % block or images.shape[-1] < 2 * block:
+        raise ValueError(f"images of {images.shape[-1]} px do not tile into {block} x {block} blocks.")
+    ratios = []
+    for step in (images.diff(dim=3).abs().mean((0, 1, 2)), images.diff(dim=2).abs().mean((0, 1, 3))):
+        across = step[block - 1::block]  # differences between the last pixel of a block and the next
+        within = torch.cat([step[k::block] for k in range(block - 1)])
+        ratios.append(float(across.mean() / within.mean().clamp_min(1e-12)))
+    return tuple(ratios)
+
+
 def nearest_neighbour_distance(samples, train, batch=1024):
     """Per sample, the smallest root-mean-square pixel distance to any training image: (N,).
     Samples much closer to the training set than held-out real images are memorized."""
@@ -152,7 +168,8 @@ def evaluate_samples(samples, train, test, seed=0):
 
     Returns a dict: ``ms_swd`` and ``ms_swd_levels`` (per-set normalization, ProGAN's),
     ``ms_swd_joint`` and ``ms_swd_joint_levels`` (joint normalization), ``band_energy_ratio`` (per
-    level, the samples' band standard deviation over the held-out images'; 1 is right) and
+    level, the samples' band standard deviation over the held-out images'; 1 is right),
+    ``block_structure`` (``block_structure(samples)``, 2 x 2 blocks) and
     ``nn_samples``, the samples' median nearest-neighbour distance to ``train``: compare it with
     ``nearest_neighbour_distance(test, train).median()``, which does not depend on the samples.
     Uses as many samples as there are test images."""
@@ -161,5 +178,6 @@ def evaluate_samples(samples, train, test, seed=0):
     for normalize, name in zip(NORMALIZATIONS, ("ms_swd", "ms_swd_joint")):
         result[f"{name}_levels"], result[name] = ms_swd(samples, test, seed=seed, normalize=normalize)
     result["band_energy_ratio"] = [s / t for s, t in zip(band_energy(samples), band_energy(test))]
+    result["block_structure"] = list(block_structure(samples))
     result["nn_samples"] = float(nearest_neighbour_distance(samples, train).median())
     return result

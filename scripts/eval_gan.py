@@ -11,7 +11,9 @@ from --baseline-ranks) and the training faces themselves:
   much energy, and with joint normalization of the real and generated patches, which can;
 - every Laplacian band's standard deviation over the held-out faces' (1 is right);
 - the median nearest-neighbour distance to the training set, of samples and of held-out faces
-  (samples much closer than held-out faces are memorized).
+  (samples much closer than held-out faces are memorized);
+- how much a 2 x 2 block grid shows (neighbour differences across block borders over within
+  blocks, along columns and rows; real faces: about 1).
 Figures are the mean (and standard deviation) over --repeats sample seeds.
 """
 import sys
@@ -71,11 +73,13 @@ def evaluate(args):
                       "ms_swd_joint_std": std(rs, "ms_swd_joint"), "nn_test": nn_test, "runs": rs}
                for name, rs in runs.items()}
     print(f"{n} held-out images of {data.description}; mean (std) over {args.repeats} sample seeds")
-    print(f"{'generator':30s} {'MS-SWD per set':>15s} {'MS-SWD joint':>15s}  {'band energy / real':>20s} {'NN dist':>8s}")
+    print(f"{'generator':30s} {'MS-SWD per set':>15s} {'MS-SWD joint':>15s}  {'band energy / real':>20s} "
+          f"{'NN dist':>8s} {'2x2 blocks':>11s}")
     for name, r in results.items():
         energy = " ".join(f"{v:5.2f}" for v in r["band_energy_ratio"])
+        blocks = " ".join(f"{v:5.2f}" for v in r["block_structure"])
         print(f"{name:30s} {r['ms_swd']:7.1f} ({r['ms_swd_std']:5.1f}) {r['ms_swd_joint']:7.1f} ({r['ms_swd_joint_std']:5.1f})"
-              f"  {energy:>20s} {r['nn_samples']:8.4f}")
+              f"  {energy:>20s} {r['nn_samples']:8.4f} {blocks:>11s}")
     print("per level, fine -> coarse (per set | joint):")
     for name, r in results.items():
         print(f"  {name:28s} " + " ".join(f"{v:6.1f}" for v in r["ms_swd_levels"]) + "  | "

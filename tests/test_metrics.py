@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from convexgan.metrics import (band_energy, evaluate_samples, laplacian_pyramid, ms_swd, nearest_neighbour_distance,
+from convexgan.metrics import (band_energy, block_structure, evaluate_samples, laplacian_pyramid, ms_swd, nearest_neighbour_distance,
                                sliced_wasserstein)
 
 
@@ -113,3 +113,12 @@ def test_evaluate_samples_reports_both_variants_and_band_energy_ratios():
     assert set(result) >= {"ms_swd", "ms_swd_joint", "ms_swd_levels", "ms_swd_joint_levels", "band_energy_ratio"}
     assert result["band_energy_ratio"] == pytest.approx([0.5] * 2, rel=0.05)
     assert result["ms_swd_joint"] > 3 * result["ms_swd"]
+
+
+def test_block_structure_sees_pixels_generated_two_by_two():
+    smooth = smooth_images(16, 0)
+    assert block_structure(smooth) == pytest.approx((1.0, 1.0), abs=0.05)
+    blocks = torch.nn.functional.interpolate(smooth_images(16, 1)[..., ::2, ::2], scale_factor=2, mode="nearest")
+    assert min(block_structure(blocks + 0.01 * smooth)) > 5  # copies within blocks, steps between them
+    with pytest.raises(ValueError, match="do not tile"):
+        block_structure(torch.rand(2, 1, 6, 6), block=4)
