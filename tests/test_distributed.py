@@ -12,6 +12,8 @@ import torch.distributed as dist
 from convexgan.distributed import agree, computed_on_first_rank, shard_rows
 from convexgan.svt import GramAccumulator, svt_factor
 
+pytestmark = pytest.mark.slow  # each test spawns two ranks that import torch (about 8 s)
+
 
 def _rank_main(rank, world, rendezvous, task, data, results):
     """One rank: join the group through a file, run ``task``, report its result or error."""

@@ -88,6 +88,7 @@ def smooth_images(n, seed):
     return torch.nn.functional.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
 
 
+@pytest.mark.slow
 def test_joint_normalization_sees_band_energy_that_per_set_normalization_hides():
     real, sharp = smooth_images(256, 0), torch.rand(256, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     mean = real.mean((0, 2, 3), keepdim=True)
