@@ -136,10 +136,16 @@ class RefineStage(nn.Module):
     def conditional(self, previous):
         """``(up(x) + f(x), s(x))``, both (N, C, 2r, 2r): the stage's conditional mean (less m)
         and the local scale of its residual."""
+        detail, magnitude, contrast = self.scale_features(previous)
+        return detail, self.local_scale(magnitude, contrast)
+
+    def scale_features(self, previous):
+        """``(up(x) + f(x), |f(x)|, up(std_3x3(x)))``, each (N, C, 2r, 2r): the conditional mean
+        and what the local scale is a function of."""
         N, C, r, _ = previous.shape
         blocks = self.network(patch_features(previous)).transpose(1, 2).reshape(N, 4 * C, r, r)
         f = F.pixel_shuffle(blocks, 2)
-        return _upsample(previous) + f, self.local_scale(f.abs(), _upsample(_local_std(previous)))
+        return _upsample(previous) + f, f.abs(), _upsample(_local_std(previous))
 
     def local_scale(self, magnitude, contrast):
         """``s = a + b |f| + c std_3x3(x)`` per channel, at least ``scale_floor``; inputs (N, C, 2r, 2r)."""
@@ -360,12 +366,7 @@ class ProgressiveTrainer:
         residual, and its marginals. Returns the stage's conditional mean and scale on the training
         inputs (N, C, 2r, 2r), the training noise (N, k) and the SVT's lam."""
         N, C, r, _ = real.shape
-        details, magnitudes, contrasts = [], [], []
-        for chunk in previous.split(256):
-            detail, _ = stage.conditional(chunk)
-            details.append(detail)
-            magnitudes.append((detail - _upsample(chunk)).abs())
-            contrasts.append(_upsample(_local_std(chunk)))
+        details, magnitudes, contrasts = zip(*[stage.scale_features(chunk) for chunk in previous.split(256)])
         detail = torch.cat(details)
         residual = real - detail
         mean = residual.mean(0)
