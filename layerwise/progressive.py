@@ -8,9 +8,12 @@ as ``mean + z B / sqrt(n)`` with z ~ N(0, I_k). Stage k >= 2 doubles the resolut
     x_k = up(x_{k-1}) + f_k(x_{k-1}) + m_k + s_k(x_{k-1}) * T_k(z_k B_k / sqrt(n))
 
 - ``up`` is bilinear 2x upsampling; ``f_k`` a two-layer (gated) ReLU network on the 3 x 3 patch
-  around every input pixel (plus its position) predicting the 2 x 2 output block it becomes:
-  ``fit_relu_generator``, a certified convex program, fitted to the real images' residual
-  ``X_k - up(x_{k-1})`` on a random subset of patches;
+  around every input pixel (plus its position) predicting the 4 x 4 output window around the
+  2 x 2 block that pixel becomes: ``fit_relu_generator``, a certified convex program, fitted to
+  the real images' residual ``X_k - up(x_{k-1})`` on a random subset of patches. Neighbouring
+  windows overlap by one pixel and are blended with tent weights (3/4 on a window's own block,
+  1/4 on its border): a network predicting bare 2 x 2 blocks (pixel shuffle) leaves a seam at
+  every block border, which the samples show as a 2 x 2 grid;
 - what ``f_k`` leaves, ``E_k = X_k - up(x_{k-1}) - f_k(x_{k-1})``, is large at edges and texture
   and small on skin: its local scale ``s_k = a + b |f_k| + c std_3x3(x_{k-1})`` (per channel, a
   least-squares fit of ``|E_k - m_k|``) carries that, so the noise lands where detail is;
@@ -21,7 +24,11 @@ as ``mean + z B / sqrt(n)`` with z ~ N(0, I_k). Stage k >= 2 doubles the resolut
   optimal transport map in one dimension, i.e. the exact Wasserstein GAN of each pixel on its
   own. The quadratic discriminator of the SVT sees second moments only and would leave the
   residual Gaussian; real detail is sparse (kurtosis 5 to 7 at 16 to 64 px), and T restores it
-  together with the energy of the directions beyond rank_k.
+  together with the energy of the directions beyond rank_k;
+- that energy sits in each pixel, not in the finest band: rank_k directions are smooth, and the
+  differences between neighbouring pixels fall short. The stage's noise is scaled so that the
+  finest Laplacian band of its samples has the real images' energy (``_match_band_energy``):
+  detail matched in energy, not shrunk toward zero.
 
 In training, ``x_{k-1}`` is the previous stage's output on the training set: each real image
 is paired with its own noise coordinates ``sqrt(n) Q`` (the left factor of the SVT), so the
@@ -41,6 +48,7 @@ from torch import nn
 
 from convexgan.checkpoints import load_state, save_state
 from convexgan.generator import fit_relu_generator
+from convexgan.metrics import laplacian_pyramid
 from convexgan.networks import TwoLayerGatedReLU, TwoLayerReLU
 from convexgan.svt import svt_factors
 from convexgan.validation import as_images, check_positive, check_positive_int
@@ -82,6 +90,26 @@ def _quantile_function(u, quantiles):
     return low + t * (high - low)
 
 
+WINDOW = 4  # the output window a patch network predicts: its 2 x 2 block and a 1-pixel border
+_TENT = torch.tensor([0.25, 0.75, 0.75, 0.25])  # overlapping at stride 2, these weights sum to 1
+
+
+def _windows(images):
+    """(N, C, 2r, 2r) -> (N, 16C, r^2): the 4 x 4 window around every 2 x 2 block (edges replicated)."""
+    return F.unfold(F.pad(images, (1, 1, 1, 1), mode="replicate"), WINDOW, stride=2)
+
+
+def _overlap_add(windows, size):
+    """Inverse of ``_windows`` for predicted windows (N, 16C, r^2): their average at every pixel,
+    weighted by a tent that is 3/4 on a window's own block and 1/4 on its border, so that the
+    image has no seams at block borders. Returns (N, C, size, size)."""
+    weight = torch.outer(_TENT, _TENT).flatten().to(windows).repeat(windows.shape[1] // WINDOW ** 2)[:, None]
+    fold = dict(output_size=(size + 2, size + 2), kernel_size=WINDOW, stride=2)
+    total = F.fold(windows * weight, **fold)
+    coverage = F.fold(weight.expand(1, -1, windows.shape[2]), **fold)  # 1 inside, 3/4 or 9/16 at the edges
+    return (total / coverage)[..., 1:-1, 1:-1]
+
+
 def patch_features(images):
     """(N, C, r, r) -> (N, r^2, 9C + 3): every pixel's 3 x 3 neighbourhood (edges replicated),
     its position in [-1, 1]^2, and a constant 1 (so gates are affine)."""
@@ -120,7 +148,7 @@ class RefineStage(nn.Module):
         self.shape = (channels, 2 * resolution, 2 * resolution)
         self.n_train = n_train
         network_class = TwoLayerGatedReLU if activation == "gated" else TwoLayerReLU
-        self.network = network_class(9 * channels + 3, n_neurons, 4 * channels).float()
+        self.network = network_class(9 * channels + 3, n_neurons, WINDOW ** 2 * channels).float()
         self.register_buffer("mean", torch.zeros(channels * 4 * resolution ** 2))
         self.register_buffer("factor", torch.zeros(rank, channels * 4 * resolution ** 2))
         self.register_buffer("scale_coef", torch.zeros(channels, 3))  # s = a + b |f| + c std_3x3(x)
@@ -143,8 +171,7 @@ class RefineStage(nn.Module):
         """``(up(x) + f(x), |f(x)|, up(std_3x3(x)))``, each (N, C, 2r, 2r): the conditional mean
         and what the local scale is a function of."""
         N, C, r, _ = previous.shape
-        blocks = self.network(patch_features(previous)).transpose(1, 2).reshape(N, 4 * C, r, r)
-        f = F.pixel_shuffle(blocks, 2)
+        f = _overlap_add(self.network(patch_features(previous)).transpose(1, 2), 2 * r)
         return _upsample(previous) + f, f.abs(), _upsample(_local_std(previous))
 
     def local_scale(self, magnitude, contrast):
@@ -153,7 +180,7 @@ class RefineStage(nn.Module):
         return (a + b * magnitude + c * contrast).clamp_min(self.scale_floor)
 
     def standardized_residual(self, noise):
-        """``T(z B / sqrt(n))`` for noise z (N, k): (N, C, 2r, 2r), every pixel with the marginal
+        """``T(z B / sqrt(n))`` for noise z (N, rank): (N, C, 2r, 2r), every pixel with the marginal
         distribution of the real standardized residual."""
         white = (noise @ self.factor / self.n_train ** 0.5).reshape(-1, *self.shape)
         probability = 0.5 * (1 + torch.erf(white / (self.noise_std * 2 ** 0.5)))
@@ -257,7 +284,7 @@ class ProgressiveTrainer:
     that a resume on other data is refused.
     """
 
-    def __init__(self, layers=4, rank="auto", lam=3e-5, n_patterns=64, n_patches=10000, activation="gated",
+    def __init__(self, layers=4, rank="auto", lam=3e-5, n_patterns=16, n_patches=10000, activation="gated",
                  tol=1e-2, max_iter=5000, seed=0, device="cpu", data=""):
         self.layers = check_positive_int(layers, "layers")
         if layers > MAX_LAYERS:
@@ -342,7 +369,7 @@ class ProgressiveTrainer:
             stage.factor.copy_(factor)
             return stage, stage(None, noise), {"svt_lam": lam}
         base = _upsample(previous)
-        targets = F.pixel_unshuffle(real - base, 2).flatten(2).transpose(1, 2)  # (N, r^2/4, 4C)
+        targets = _windows(real - base).transpose(1, 2)  # (N, r^2/4, 16C)
         features = patch_features(previous)
         generator = torch.Generator().manual_seed(self.seed + k)
         pick = torch.randperm(features.shape[0] * features.shape[1], generator=generator)[:self.n_patches]
@@ -355,6 +382,7 @@ class ProgressiveTrainer:
         stage.network.load_state_dict(network.float().state_dict())
         with torch.no_grad():
             detail, scale, noise, lam = self._fit_residual(stage, real, previous, generator)
+            _match_band_energy(stage, detail, scale, real, generator)
             outputs = detail + stage.mean.reshape(stage.shape)
             for rows, z in zip(torch.arange(N).split(256), noise.split(256)):  # what forward gives, in place
                 outputs[rows] += scale[rows] * stage.standardized_residual(z)
@@ -364,7 +392,7 @@ class ProgressiveTrainer:
         """The residual model of a refine stage whose network is fitted: mean, local scale (least
         squares of |E - m| on ``n_samples`` random pixels per channel), the SVT of the standardized
         residual, and its marginals. Returns the stage's conditional mean and scale on the training
-        inputs (N, C, 2r, 2r), the training noise (N, k) and the SVT's lam."""
+        inputs (N, C, 2r, 2r), the training noise (N, rank) and the SVT's lam."""
         N, C, r, _ = real.shape
         details, magnitudes, contrasts = zip(*[stage.scale_features(chunk) for chunk in previous.split(256)])
         detail = torch.cat(details)
@@ -385,11 +413,28 @@ class ProgressiveTrainer:
         values = (standardized / stage.residual_std).transpose(0, 1).flatten(1)  # (C, N r^2)
         stage.quantiles.copy_(torch.quantile(values[:, torch.randint(values.shape[1], (n_samples,), generator=generator)],
                                              QUANTILE_LEVELS, dim=1).T)
-        _, factor, noise, lam = _closed_form(standardized.flatten(1), stage.factor.shape[0], self.device)
+        _, factor, noise, lam = _closed_form(standardized.flatten(1), stage.noise_dim, self.device)
         stage.mean.copy_(mean.flatten())
         stage.factor = factor  # the kept rank may be below the requested one
         stage.noise_std.copy_((factor.square().sum(0) / N).sqrt().reshape(stage.shape).clamp_min(1e-12))
         return detail, scale, noise, lam
+
+
+def _match_band_energy(stage, detail, scale, real, generator, n=512):
+    """Scale a fitted refine stage's noise (its ``residual_std``) so that the finest Laplacian band
+    of its samples on the first ``n`` training inputs has the real images' energy: the SVT keeps
+    only the top directions of the residual, and detail spread over the rest would be lost.
+    ``detail``, ``scale`` (N, C, 2r, 2r) are the stage's conditional mean and scale on its
+    training inputs, ``real`` the real images they stand for."""
+    n = min(n, len(real))
+    noise = scale[:n] * stage.standardized_residual(torch.randn(n, stage.noise_dim, generator=generator))
+    fixed = detail[:n] + stage.mean.reshape(stage.shape)
+    band_fixed, band_noise, band_real = (laplacian_pyramid(x, x.shape[-1] // 2)[0] for x in (fixed, noise, real[:n]))
+    # |band(fixed + g noise)|^2 = |band(real)|^2: a g^2 + 2 b g + c = 0
+    a, b = band_noise.square().sum(), (band_fixed * band_noise).sum()
+    c = band_fixed.square().sum() - band_real.square().sum()
+    gain = (-b + (b * b - a * c).clamp_min(0).sqrt()) / a
+    stage.residual_std *= gain.clamp_min(0)
 
 
 def pca_generator(images, rank):

@@ -44,7 +44,8 @@ def build_parser():
                              "auto: 64, fewer on small sets (one per 8 training images)")
     parser.add_argument("--lam", type=float, default=3e-5,
                         help="weight decay of the convex patch fits (larger: smoother, blurrier detail)")
-    parser.add_argument("--n-patterns", type=int, default=64, help="sampled gates per output of each fit")
+    parser.add_argument("--n-patterns", type=int, default=16,
+                        help="sampled gates per output of each fit (48 outputs for RGB: a 4 x 4 window)")
     parser.add_argument("--patches", type=int, default=10000, help="patches each convex fit sees")
     parser.add_argument("--tol", type=float, default=1e-2, help="relative duality gap of each fit")
     parser.add_argument("--max-iter", type=int, default=5000,
