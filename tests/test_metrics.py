@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from convexgan.metrics import (band_energy, block_structure, evaluate_samples, laplacian_pyramid, ms_swd, nearest_neighbour_distance,
-                               sliced_wasserstein)
+from convexgan.metrics import (band_energy, block_structure, evaluate_samples, laplacian_pyramid, ms_swd,
+                               nearest_neighbour_distance, sliced_wasserstein)
 
 
 def test_sliced_wasserstein_of_shifted_gaussians_has_its_closed_form():
