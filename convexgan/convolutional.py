@@ -124,6 +124,7 @@ class PooledConvProgram(ConvexProgram):
         self.mask_weights = torch.ones(n, P, dtype=features.dtype, device=features.device)
         self.K, self.D = Y.shape[1], QD // QUADRANTS
         self.shape = (self.D, P, QUADRANTS * self.K)
+        self.n = loss.n(Y)
 
     @property
     def X(self):
@@ -139,7 +140,7 @@ class PooledConvProgram(ConvexProgram):
         """Every pattern's scores <F[p], W_p>: (n, P, K)."""
         return torch.bmm(self.F, self._per_group(W)).transpose(0, 1)
 
-    def adjoint(self, R):
+    def local_adjoint(self, R):
         """(n, P, K) -> (D, P, 4K)."""
         G = torch.bmm(self.F.transpose(1, 2), R.transpose(0, 1))  # (P, 4D, K)
         P = G.shape[0]

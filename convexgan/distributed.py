@@ -92,6 +92,16 @@ def all_reduce_sum(*tensors):
     return tensors
 
 
+def gather_objects(value):
+    """The list of every rank's ``value`` (small picklable metadata: shapes, labels), in rank
+    order; ``[value]`` without a process group."""
+    if not is_distributed():
+        return [value]
+    values = [None] * dist.get_world_size()
+    dist.all_gather_object(values, value)
+    return values
+
+
 def broadcast_tensor(tensor, src=0):
     """``tensor`` of rank ``src`` on every rank (shape and dtype included; other ranks may pass
     None). Without a process group, the tensor itself."""

@@ -6,12 +6,42 @@ outside the conjugate's domain). The dual points the solvers use are ``alpha * g
 ``0 <= alpha <= 1``, always inside the domain. Losses whose conjugate is smooth on its domain
 (squared, logistic) also give its gradient and diagonal Hessian (``conjugate_grad``,
 ``conjugate_hessian``): the curvature the Newton solver (``ssnal``) works with.
+
+Sharded rows (``Loss.sharded``): each rank holds some rows of Z and Y; the mean divides by the
+rows of all ranks, and every sum over rows (values, conjugates, divergences, the intercept's
+Newton steps) is all-reduced, so that every rank gets the global value. Row-wise results
+(gradients, conjugate gradients and Hessians) stay local.
 """
+import copy
+
 import torch
 import torch.nn.functional as nnf
 
+from .distributed import all_reduce_sum
+
 
 class Loss:
+    n_total = None  # the rows of all ranks, when sharded
+
+    def sharded(self, n_total):
+        """This loss for one rank's rows of a program over ``n_total`` rows in all."""
+        loss = copy.copy(self)
+        loss.n_total = int(n_total)
+        return loss
+
+    def n(self, Z):
+        """The number of rows the mean divides by: all ranks' rows when sharded."""
+        return Z.shape[0] if self.n_total is None else self.n_total
+
+    def total(self, terms, dim=None):
+        """The sum of ``terms`` over all rows (of every rank when sharded): over all entries, or
+        over ``dim``. One all-reduce when sharded."""
+        return self.reduced(terms.sum() if dim is None else terms.sum(dim))
+
+    def reduced(self, partial):
+        """A sum over this rank's rows summed over all ranks (itself when not sharded)."""
+        return partial if self.n_total is None else all_reduce_sum(partial)[0]
+
     def value(self, Z, Y):
         raise NotImplementedError
 
@@ -30,13 +60,20 @@ class Loss:
         raise NotImplementedError(f"{type(self).__name__} has no smooth conjugate: use a first-order solver.")
 
     def in_conjugate_domain(self, Theta, Y):
-        """Whether Theta is strictly inside the domain of F* (where its Hessian is finite)."""
+        """Whether Theta is strictly inside the domain of F* (where its Hessian is finite), on
+        every rank."""
         return True
+
+    def _conjugate_or_inf(self, terms, inside):
+        """``sum(terms) / n`` when Theta is in the domain on every rank, else ``+inf`` (everywhere:
+        a rank outside the domain contributes inf to the one reduction)."""
+        local = terms.sum() if inside else torch.tensor(torch.inf, dtype=terms.dtype, device=terms.device)
+        return self.reduced(local) / self.n(terms)
 
     def bregman(self, Z_new, Z, Y):
         """``F(Z_new) - F(Z) - <grad F(Z), Z_new - Z>`` (>= 0), in float64 against cancellation."""
         Z_new, Z, Y = Z_new.double(), Z.double(), Y.double()
-        return float(self.value(Z_new, Y) - self.value(Z, Y) - (self.grad(Z, Y) * (Z_new - Z)).sum())
+        return float(self.value(Z_new, Y) - self.value(Z, Y) - self.total(self.grad(Z, Y) * (Z_new - Z)))
 
     def intercept_hessian(self, Z, Y):
         """The Hessian (c, c) of ``b -> value(Z + b, Y)`` at b = 0."""
@@ -45,12 +82,12 @@ class Loss:
     def optimal_intercept(self, Z, Y, b):
         """The intercept b (c,) minimizing ``value(Z + b, Y)``, by damped Newton from ``b``."""
         for _ in range(100):
-            g = self.grad(Z + b, Y).sum(0)
+            g = self.total(self.grad(Z + b, Y), 0)
             if g.abs().max() <= 1e-15:
                 break
             direction = torch.linalg.lstsq(self.intercept_hessian(Z + b, Y), g[:, None]).solution[:, 0]
-            f0, step = self.value(Z + b, Y), 1.0
-            while self.value(Z + b - step * direction, Y) > f0 - 0.25 * step * (g @ direction) and step > 1e-10:
+            f0, step = float(self.value(Z + b, Y)), 1.0
+            while float(self.value(Z + b - step * direction, Y)) > f0 - 0.25 * step * float(g @ direction) and step > 1e-10:
                 step *= 0.5
             if step <= 1e-10:
                 break
@@ -62,48 +99,46 @@ class SquaredLoss(Loss):
     """``F(Z) = 1/(2n) ||Z - Y||_F^2``."""
 
     def value(self, Z, Y):
-        return 0.5 * ((Z - Y) ** 2).sum() / Z.shape[0]
+        return 0.5 * self.total((Z - Y) ** 2) / self.n(Z)
 
     def grad(self, Z, Y):
-        return (Z - Y) / Z.shape[0]
+        return (Z - Y) / self.n(Z)
 
     def conjugate(self, Theta, Y):
-        return 0.5 * Theta.shape[0] * (Theta ** 2).sum() + (Theta * Y).sum()
+        return self.total(0.5 * self.n(Theta) * Theta ** 2 + Theta * Y)
 
     def conjugate_grad(self, Theta, Y):
-        return Theta.shape[0] * Theta + Y
+        return self.n(Theta) * Theta + Y
 
     def conjugate_hessian(self, Theta, Y):
-        return torch.full_like(Theta, Theta.shape[0])
+        return torch.full_like(Theta, self.n(Theta))
 
     def bregman(self, Z_new, Z, Y):
-        return float(0.5 * ((Z_new - Z) ** 2).sum() / Z.shape[0])
+        return float(0.5 * self.total((Z_new - Z) ** 2) / self.n(Z))
 
     def optimal_intercept(self, Z, Y, b):
-        return (Y - Z).mean(0)
+        return self.total(Y - Z, 0) / self.n(Z)
 
 
 class LogisticLoss(Loss):
     """``F(z) = mean_j log(1 + exp(-y_j z_j))`` with labels y in {-1, +1}, shape (n, 1)."""
 
     def value(self, Z, Y):
-        return nnf.softplus(-Y * Z).sum() / Z.shape[0]
+        return self.total(nnf.softplus(-Y * Z)) / self.n(Z)
 
     def grad(self, Z, Y):
-        return -Y * torch.sigmoid(-Y * Z) / Z.shape[0]
+        return -Y * torch.sigmoid(-Y * Z) / self.n(Z)
 
     def conjugate(self, Theta, Y):
         t = self._share(Theta, Y)
         slack = _domain_slack(Theta)
-        if not ((t >= -slack) & (t <= 1 + slack)).all():
-            return torch.tensor(torch.inf, dtype=Theta.dtype)
+        inside = bool(((t >= -slack) & (t <= 1 + slack)).all())
         t = t.clamp(0, 1)  # only rounding is clamped
-        return (torch.xlogy(t, t) + torch.xlogy(1 - t, 1 - t)).sum() / Theta.shape[0]
+        return self._conjugate_or_inf(torch.xlogy(t, t) + torch.xlogy(1 - t, 1 - t), inside)
 
-    @staticmethod
-    def _share(Theta, Y):
+    def _share(self, Theta, Y):
         """``t = -n Theta y`` in [0, 1] on the domain: the dual variable's share of each sample."""
-        return -Theta.shape[0] * Theta * Y
+        return -self.n(Theta) * Theta * Y
 
     def conjugate_grad(self, Theta, Y):
         t = self._share(Theta, Y)
@@ -111,51 +146,50 @@ class LogisticLoss(Loss):
 
     def conjugate_hessian(self, Theta, Y):
         t = self._share(Theta, Y)
-        return Theta.shape[0] / (t * (1 - t))
+        return self.n(Theta) / (t * (1 - t))
 
     def in_conjugate_domain(self, Theta, Y):
         t = self._share(Theta, Y)
-        return bool(((t > 0) & (t < 1)).all())
+        return float(self.total(((t <= 0) | (t >= 1)).to(Theta.dtype))) == 0
 
     def bregman(self, Z_new, Z, Y):
         # per sample, with margins m = -y z and p = sigmoid(m): log((1 - p) + p exp(dm)) - p dm
         margin, delta = (-Y * Z).double(), (-Y * (Z_new - Z)).double()
         p = torch.sigmoid(margin)
-        return float((_log_mean_exp(torch.cat([0 * delta, delta], 1), torch.cat([1 - p, p], 1),
-                                    torch.cat([nnf.logsigmoid(-margin), nnf.logsigmoid(margin)], 1))
-                      - p * delta).sum() / Z.shape[0])
+        return float(self.total(_log_mean_exp(torch.cat([0 * delta, delta], 1), torch.cat([1 - p, p], 1),
+                                              torch.cat([nnf.logsigmoid(-margin), nnf.logsigmoid(margin)], 1))
+                                - p * delta) / self.n(Z))
 
     def intercept_hessian(self, Z, Y):
         p = torch.sigmoid(Z)
-        return (p * (1 - p)).mean(0, keepdim=True)
+        return self.total(p * (1 - p), 0)[None] / self.n(Z)
 
 
 class CrossEntropyLoss(Loss):
     """``F(Z) = mean_j (logsumexp(z_j) - z_j^T y_j)`` with one-hot targets Y (n, c)."""
 
     def value(self, Z, Y):
-        return (torch.logsumexp(Z, 1) - (Z * Y).sum(1)).sum() / Z.shape[0]
+        return self.total(torch.logsumexp(Z, 1) - (Z * Y).sum(1)) / self.n(Z)
 
     def grad(self, Z, Y):
-        return (torch.softmax(Z, 1) - Y) / Z.shape[0]
+        return (torch.softmax(Z, 1) - Y) / self.n(Z)
 
     def conjugate(self, Theta, Y):
-        q = Theta.shape[0] * Theta + Y  # a point of the probability simplex on the domain
+        q = self.n(Theta) * Theta + Y  # a point of the probability simplex on the domain
         slack = _domain_slack(Theta) * q.shape[1]
-        if (q < -slack).any() or ((q.sum(1) - 1).abs() > slack).any():
-            return torch.tensor(torch.inf, dtype=Theta.dtype)
+        inside = not ((q < -slack).any() or ((q.sum(1) - 1).abs() > slack).any())
         q = q.clamp_min(0)  # only rounding is clamped
-        return torch.xlogy(q, q).sum() / Theta.shape[0]
+        return self._conjugate_or_inf(torch.xlogy(q, q), inside)
 
     def bregman(self, Z_new, Z, Y):
         # per sample, with p = softmax(z): log(sum_k p_k exp(dz_k)) - <p, dz>
         delta, log_p = (Z_new - Z).double(), torch.log_softmax(Z.double(), 1)
         p = log_p.exp()
-        return float((_log_mean_exp(delta, p, log_p) - (p * delta).sum(1, keepdim=True)).sum() / Z.shape[0])
+        return float(self.total(_log_mean_exp(delta, p, log_p) - (p * delta).sum(1, keepdim=True)) / self.n(Z))
 
     def intercept_hessian(self, Z, Y):
         p = torch.softmax(Z, 1)
-        return torch.diag(p.mean(0)) - p.T @ p / Z.shape[0]
+        return self.reduced(torch.diag(p.sum(0)) - p.T @ p) / self.n(Z)
 
 
 def _log_mean_exp(delta, p, log_p):

@@ -29,6 +29,7 @@ the others (nuclear norm, cross-entropy) to FISTA (``solvers``); relu to the con
 """
 import copy
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +41,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import losses, solvers, ssnal
+from .distributed import agree, gather_objects, is_distributed
 from .networks import network_from_neurons
 from .patterns import sample_patterns, unique_columns
 from .penalties import GroupL2, NuclearNorm
@@ -63,7 +65,7 @@ class _Prepared:
 class _ConvexTwoLayer(BaseEstimator):
     def __init__(self, lam=1e-3, n_patterns=100, gates=None, activation="relu", tol=1e-6,
                  max_iter=10000, device="cpu", seed=0, fit_intercept=True, dtype="float64",
-                 warm_start=False, solver="auto", precondition=True):
+                 warm_start=False, solver="auto", precondition=True, distributed=False):
         self.lam = lam
         self.n_patterns = n_patterns
         self.gates = gates
@@ -77,6 +79,7 @@ class _ConvexTwoLayer(BaseEstimator):
         self.warm_start = warm_start
         self.solver = solver
         self.precondition = precondition
+        self.distributed = distributed
 
     # -- fitting -------------------------------------------------------------------------------
     def _check_params(self):
@@ -89,18 +92,43 @@ class _ConvexTwoLayer(BaseEstimator):
         check_choice(self.solver, f"solver (activation={self.activation!r})", SOLVERS[self.activation])
         if str(self.device).startswith("cuda") and not torch.cuda.is_available():
             raise ValueError("device='cuda' but torch sees no GPU: use device='cpu'.")
+        if self.distributed and self.activation == "relu":
+            raise ValueError("distributed=True solves gated programs (activation='gated'); the ReLU cones "
+                             "are not sharded across ranks.")
 
-    def _patterns(self, X):
-        """masks (n, P) and gates (d, P): reused on a warm start, else from ``gates`` or sampled."""
+    def _sharded(self):
+        """Whether ``fit`` solves the program of every rank's rows: ``distributed=True`` under an
+        initialized process group of several ranks."""
+        return bool(self.distributed) and is_distributed()
+
+    def _setup(self, X, Y, loss):
+        """Check the parameters; the loss (over all ranks' rows when sharded), masks and gates."""
+        self._check_params()
+        sharded = self._sharded()
+        if sharded:
+            shapes = gather_objects((X.shape[0], X.shape[1], Y.shape[1]))
+            if len({shape[1:] for shape in shapes}) > 1:
+                raise ValueError(f"the ranks' rows have different widths (rows, features, outputs) = {shapes}: "
+                                 "every rank must pass the same features (and, for a classifier, labels).")
+            n_total = sum(shape[0] for shape in shapes)
+            if n_total == 0:
+                raise ValueError("every rank's shard is empty: pass the rows to fit on.")
+            loss = loss.sharded(n_total)
+        masks, gates = self._patterns(X, across_ranks=sharded)
+        return loss, masks, gates
+
+    def _patterns(self, X, across_ranks=False):
+        """masks (n, P) and gates (d, P): reused on a warm start, else from ``gates`` or sampled
+        (``across_ranks``: X is this rank's shard; every rank keeps the same patterns)."""
         if self.warm_start and hasattr(self, "gates_") and self.gates_.shape[0] == X.shape[1]:
             return X @ self.gates_ >= 0, self.gates_
         if self.gates is None:
-            return sample_patterns(X, self.n_patterns, seed=self.seed)
+            return sample_patterns(X, self.n_patterns, seed=self.seed, across_ranks=across_ranks)
         gates = check_array(self.gates, "gates", ndim=2)
         if gates.shape[0] != X.shape[1] or gates.shape[1] == 0:
             raise ValueError(f"gates must have shape (d, P) = ({X.shape[1]}, P >= 1) for X with "
                              f"{X.shape[1]} features, got {gates.shape}.")
-        masks, gates = unique_columns(X @ gates >= 0, gates)
+        masks, gates = unique_columns(X @ gates >= 0, gates, across_ranks)
         if masks.shape[1] == 0:
             raise ValueError("every gate gives the all-zero pattern on X: pass other gates.")
         return masks, gates
@@ -131,9 +159,10 @@ class _ConvexTwoLayer(BaseEstimator):
             newton = ssnal.supports(program)
             if solver == "newton" and not newton:
                 raise ValueError(f"solver='newton' handles gated programs with one output per group and a "
-                                 f"squared or logistic loss of at most {ssnal.DENSE_LIMIT} samples; this one "
-                                 f"({type(program.penalty).__name__}, {type(program.loss).__name__}, "
-                                 f"n={X.shape[0]}) needs solver='fista' (or 'auto').")
+                                 f"squared or logistic loss of at most {ssnal.DENSE_LIMIT} samples, in one "
+                                 f"process; this one ({type(program.penalty).__name__}, "
+                                 f"{type(program.loss).__name__}, n={program.n}"
+                                 f"{', sharded' if program.sharded else ''}) needs solver='fista' (or 'auto').")
             solver = "newton" if solver == "auto" and newton else ("fista" if solver == "auto" else solver)
             if solver == "newton":  # it works in float64: on the data, not on their float32 rounding
                 program = program.float64()
@@ -142,8 +171,7 @@ class _ConvexTwoLayer(BaseEstimator):
         return _Prepared(program, basis, metric if precondition else None, solver)
 
     def _fit(self, X, Y, loss):
-        self._check_params()
-        masks, gates = self._patterns(X)
+        loss, masks, gates = self._setup(X, Y, loss)
         prepared = self._prepare(X, Y, loss, masks)
         W, b = prepared.program.zeros()
         if self.warm_start and hasattr(self, "coef_") and self.coef_.shape[1:] == tuple(W.shape[1:]):
@@ -196,8 +224,7 @@ class _ConvexTwoLayer(BaseEstimator):
         last two solutions (the path is smooth between changes of the active set, and a grid
         log-spaced in lam has equal steps)."""
         X, Y, loss = self._targets(X, y, "fit")
-        self._check_params()
-        masks, gates = self._patterns(X)
+        loss, masks, gates = self._setup(X, Y, loss)
         prepared = self._prepare(X, Y, loss, masks)
         W, b = prepared.program.zeros()
         previous = W
@@ -223,12 +250,26 @@ class _ConvexTwoLayer(BaseEstimator):
         return network_from_neurons(hidden, output, self.intercept_ if params["fit_intercept"] else None, gates)
 
     # -- checking data ------------------------------------------------------------------------
-    def _check_data(self, X, y, mode, **kwargs):
-        """X (n, d) and y as float64 arrays, checked by scikit-learn: ``mode`` "fit" records
-        ``n_features_in_``, "fitted" checks X against it, "free" leaves the estimator as it is."""
-        if mode == "free":
-            return check_X_y(X, y, dtype=np.float64, **kwargs)
-        return validate_data(self, X, y, reset=mode == "fit", dtype=np.float64, **kwargs)
+    def _check_data(self, X, y, mode, check_targets=None, **kwargs):
+        """X (n, d) and y as float64 arrays, checked by scikit-learn (and by ``check_targets(y)``):
+        ``mode`` "fit" records ``n_features_in_``, "fitted" checks X against it, "free" leaves the
+        estimator as it is. A sharded fit checks every rank's rows (a shard may be empty) and
+        fails on every rank when one rank's rows are bad."""
+        sharded = mode == "fit" and self._sharded()
+        with agree("checking its rows") if sharded else nullcontext():
+            if mode == "free":
+                X, y = check_X_y(X, y, dtype=np.float64, **kwargs)
+            elif sharded and len(X) == 0:  # an empty shard: scikit-learn's check of y wants a sample
+                X = validate_data(self, X, reset=True, dtype=np.float64, ensure_min_samples=0)
+                y = np.asarray(y, dtype=np.float64 if kwargs.get("y_numeric") else None)
+                if len(y):
+                    raise ValueError(f"X has no rows but y has {len(y)}: pass the same rows of both.")
+            else:
+                X, y = validate_data(self, X, y, reset=mode == "fit", dtype=np.float64,
+                                     ensure_min_samples=0 if sharded else 1, **kwargs)
+            if check_targets is not None:
+                check_targets(y)
+        return X, y
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "network_")
@@ -320,6 +361,12 @@ class ConvexReLU(RegressorMixin, _ConvexTwoLayer):
         (projection when ``n * d * G * c <= 200,000``).
     precondition : bool
         FISTA with one output: work in the singular basis of X with the metric ``S^2 / 2n``.
+    distributed : bool
+        Under an initialized ``torch.distributed`` process group (``torchrun``), ``fit(X, y)`` on
+        every rank, each with its own rows, solves the program of all ranks' rows together
+        (activation "gated", FISTA): the patterns (from ``seed``), the solution and every learned
+        attribute are the same on every rank; one rank's bad rows stop every rank with their
+        error. Without a group of several ranks, an ordinary fit. Only ``fit`` is sharded.
 
     Attributes
     ----------
@@ -352,7 +399,7 @@ class ConvexReLU(RegressorMixin, _ConvexTwoLayer):
         X, y = self._check_data(X, y, mode, multi_output=True, y_numeric=True)
         if mode == "fit":
             self._y_ndim = y.ndim
-        return X, y.reshape(len(y), -1), losses.SquaredLoss()
+        return X, y.reshape(len(y), int(np.prod(y.shape[1:]))), losses.SquaredLoss()
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -378,9 +425,10 @@ class ConvexReLUClassifier(ClassifierMixin, _ConvexTwoLayer):
     def _targets(self, X, y, mode):
         """Targets encoded with the fitted ``classes_`` (``mode`` "fitted") or with the classes of y
         (which "fit" records as ``classes_``)."""
-        X, y = self._check_data(X, y, mode)
-        check_classification_targets(y)
+        X, y = self._check_data(X, y, mode, check_targets=check_classification_targets)
         classes = self.classes_ if mode == "fitted" else np.unique(y)
+        if mode == "fit" and self._sharded():  # the labels of every rank
+            classes = np.unique(np.concatenate([c for c in gather_objects(classes) if len(c)] or [classes]))
         if mode == "fit":
             self.classes_ = classes
         if len(classes) < 2:

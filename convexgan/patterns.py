@@ -5,16 +5,22 @@ returned as boolean ``masks`` of shape (n, P), one column per pattern, together 
 (d, P) that realize them: ``masks == (X @ gates >= 0)``.
 
 The all-zero pattern is never returned: ``D = 0`` contributes nothing to any model.
+With rows sharded across ranks (``across_ranks=True``), patterns are compared over the rows of
+all ranks, so every rank keeps the same columns.
 """
 import numpy as np
 import torch
 from scipy.optimize import linprog
 
+from .distributed import all_reduce_sum
 from .validation import check_array, check_positive_int
 
 
-def unique_columns(masks, gates):
-    """Drop repeated and all-zero columns of ``masks`` (n, P), keeping first occurrences in order."""
+def unique_columns(masks, gates, across_ranks=False):
+    """Drop repeated and all-zero columns of ``masks`` (n, P), keeping first occurrences in order.
+    ``across_ranks``: masks are this rank's rows; columns are compared over all ranks' rows."""
+    if across_ranks:
+        return _unique_columns_across_ranks(masks, gates)
     keep = masks.any(axis=0)
     masks, gates = masks[:, keep], gates[..., keep]
     _, first = np.unique(np.packbits(masks, axis=0), axis=1, return_index=True)
@@ -22,17 +28,32 @@ def unique_columns(masks, gates):
     return masks[:, first], gates[..., first]
 
 
-def sample_patterns(X, n_patterns, seed=0):
+def _unique_columns_across_ranks(masks, gates):
+    """``unique_columns`` over the rows of every rank: two columns are equal when their Hamming
+    distance ``c_i + c_j - 2 (M^T M)_ij`` over all rows is zero (c the column counts), from one
+    all-reduce of the P x P co-occurrence counts (integers, exact in float64)."""
+    M = torch.as_tensor(masks, dtype=torch.float64)
+    counts = torch.cat([M.T @ M, M.sum(0)[None]])  # (P + 1, P)
+    all_reduce_sum(counts)
+    shared, ones = counts[:-1], counts[-1]
+    equal = (ones[:, None] + ones[None, :] - 2 * shared) == 0
+    earlier = torch.tril(equal, diagonal=-1).any(1)  # column j repeats an earlier column
+    keep = ((ones > 0) & ~earlier).numpy()
+    return masks[:, keep], gates[..., keep]
+
+
+def sample_patterns(X, n_patterns, seed=0, across_ranks=False):
     """Patterns of Gaussian gates ``g ~ N(0, I_d)``.
 
     X: (n, d) array. Returns ``(masks, gates)``: masks (n, P) bool with ``P <= n_patterns``
-    (duplicates and the all-zero pattern removed), gates (d, P) float64.
+    (duplicates and the all-zero pattern removed), gates (d, P) float64. ``across_ranks``: X is
+    this rank's rows; the gates (from the seed) and the kept columns are the same on every rank.
     """
-    X = check_array(X, "X", ndim=2)
+    X = check_array(X, "X", ndim=2, min_rows=0 if across_ranks else 1)
     n_patterns = check_positive_int(n_patterns, "n_patterns")
     rng = np.random.default_rng(seed)
     gates = rng.standard_normal((X.shape[1], n_patterns))
-    return unique_columns(X @ gates >= 0, gates)
+    return unique_columns(X @ gates >= 0, gates, across_ranks)
 
 
 def _distinct_hyperplanes(Xr, rtol):

@@ -19,6 +19,12 @@ primal point is feasible only up to ``cone_violation = ||(-(2D - I) X W)_+||_F /
 both must fall below ``tol``. An intercept is re-optimized exactly before each certificate,
 so that the dual constraint ``1^T Theta = 0`` holds.
 
+Sharded rows (``torch.distributed``): a program whose loss is ``sharded`` holds one rank's rows of
+X, the masks and Y; W, b, the step and every stopping decision are the same on every rank, because
+they depend only on reduced values: the adjoint ``X^T R`` (one all-reduce per FISTA iteration, the
+intercept's gradient packed in), and the scalars of the loss (line search, certificate). The
+dual norm is taken of the summed adjoint, so the certificate is the one of all rows.
+
 Every product with X is one GEMM over all groups at once: ``X @ W.reshape(d, G * c)`` and
 ``X.T @ R.reshape(n, G * c)``; predictions are masked sums over groups, and each FISTA step
 extrapolates the cached products instead of recomputing them, so an iteration costs two GEMMs.
@@ -31,6 +37,8 @@ from dataclasses import dataclass
 
 import torch
 from scipy.optimize import nnls
+
+from .distributed import all_reduce_sum, computed_on_first_rank
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +64,18 @@ class ConvexProgram:
         self.mask_weights = masks.to(X.dtype) * signs  # s_g D_g as an (n, G) matrix
         self.cone_signs = 2 * masks.to(X.dtype) - 1 if cone else None  # the diagonal of 2 D_g - I
         self.shape = (X.shape[1], masks.shape[1], Y.shape[1])
+        self.n = loss.n(Y)  # rows of all ranks
+        if cone and self.sharded:
+            raise NotImplementedError("the ReLU (cone) programs are not sharded across ranks: use "
+                                      "activation='gated', or one process.")
         if exact is not None and X.dtype != torch.float64:
             self._float64 = ConvexProgram(*exact[:1], masks, signs.double(), *exact[1:], loss, penalty,
                                           fit_intercept, cone)
+
+    @property
+    def sharded(self):
+        """Whether this program holds one rank's rows of a program over several ranks."""
+        return self.loss.n_total is not None
 
     @classmethod
     def from_arrays(cls, X, masks, signs, Y, loss, penalty, fit_intercept, cone, dtype, device):
@@ -74,9 +91,18 @@ class ConvexProgram:
         """X W_g for every group: (n, G, c)."""
         return (self.X @ W.reshape(self.shape[0], -1)).reshape(self.X.shape[0], *self.shape[1:])
 
-    def adjoint(self, R):
-        """X^T R_g for every group of R (n, G, c): (d, G, c)."""
-        return (self.X.T @ R.reshape(R.shape[0], -1)).reshape(self.shape)
+    def adjoint(self, R, *partial_sums):
+        """X^T R_g for every group of R (n, G, c): (d, G, c), summed over the rows of all ranks.
+        Further per-rank sums (say the intercept's gradient) are reduced in the same collective
+        and returned after it."""
+        product = self.local_adjoint(R)
+        if self.sharded:
+            all_reduce_sum(product, *partial_sums)
+        return (product, *partial_sums) if partial_sums else product
+
+    def local_adjoint(self, R):
+        """X^T R_g over this rank's rows."""
+        return (self.X.T @ R.reshape(R.shape[0], self.shape[1] * self.shape[2])).reshape(self.shape)
 
     def predict(self, XW, b):
         return torch.einsum("ngc,ng->nc", XW, self.mask_weights) + b
@@ -107,6 +133,8 @@ class ConvexProgram:
             W = W / torch.linalg.vector_norm(W)
             pred = torch.einsum("ngc,ng->nc", (self.X @ W[:, :, 0])[:, :, None], self.mask_weights)
             W = (self.X.T @ (self.mask_weights * pred))[:, :, None]
+            if self.sharded:
+                all_reduce_sum(W)
         return float(torch.linalg.vector_norm(W)) * 1.05
 
     def intercept(self, XW, b):
@@ -196,7 +224,8 @@ def singular_basis(program, always=False):
     With ``X = (U S) V^T`` (thin SVD, rank r), every solution has ``W_g`` in the range of ``X^T``
     (a component outside it raises the penalty and changes nothing else), so ``W_g = V beta_g``
     with equal norms (l2 and nuclear), cones and predictions: the program with data ``U S`` (n x r)
-    is exact. When n < d each GEMM is d/r times cheaper; and in this basis the data curvature is
+    is exact (a sharded program rotates by all d eigenvectors of the summed Gram matrix
+    ``X^T X = V S^2 V^T``, its data ``X V`` per rank). When n < d each GEMM is d/r times cheaper; and in this basis the data curvature is
     nearly diagonal, ``S U^T D_g U S / n`` with ``u^T D_g u`` about 1/2, so ``metric = S^2 / (2n)``
     is a good diagonal preconditioner.
 
@@ -216,20 +245,28 @@ def singular_basis(program, always=False):
     metric : torch.Tensor or None
         (r,) the diagonal preconditioner. ``(program, None, None)`` when n >= d and not ``always``.
     """
-    n, d = program.X.shape
+    n, d = program.n, program.shape[0]
     if n >= d and not always:
         return program, None, None
     exact = program.float64()
-    U, s, Vh = torch.linalg.svd(exact.X, full_matrices=False)  # float64: V maps back exactly
-    r = max(int((s > s[0] * 1e-12).sum()), 1)
+    if program.sharded:  # rows on every rank: V from the summed Gram matrix, all d directions kept
+        gram = exact.X.T @ exact.X
+        all_reduce_sum(gram)
+        eigenvalues, V = computed_on_first_rank(torch.linalg.eigh, gram)  # the same bits on every rank
+        s, V = eigenvalues.flip(0).clamp_min(0).sqrt(), V.flip(1)
+        r, rotated = d, exact.X @ V
+    else:
+        U, s, Vh = torch.linalg.svd(exact.X, full_matrices=False)  # float64: V maps back exactly
+        r = max(int((s > s[0] * 1e-12).sum()), 1)
+        V, rotated = Vh[:r].T, U[:, :r] * s[:r]
     reduced = copy.copy(program)
-    reduced.X, reduced.shape = (U[:, :r] * s[:r]).to(program.X.dtype), (r, *program.shape[1:])
+    reduced.X, reduced.shape = rotated.to(program.X.dtype), (r, *program.shape[1:])
     if exact is not program:  # certificates in float64 use the exact rotated data, not its rounding
         reduced._float64 = copy.copy(exact)
-        reduced._float64.X, reduced._float64.shape = U[:, :r] * s[:r], reduced.shape
+        reduced._float64.X, reduced._float64.shape = rotated, reduced.shape
     # floor: directions the data barely see still get a bounded step
     metric = (s[:r] ** 2).clamp_min(1e-4 * float(s[0]) ** 2 if s[0] > 0 else 1.0) * LIPSCHITZ[type(program.loss).__name__] / (2 * n)
-    return reduced, Vh[:r].T, metric.to(program.X.dtype)
+    return reduced, V, metric.to(program.X.dtype)
 
 
 def fista(program, gradient, divergence, prox, W, b, step, max_iter, check, check_every=10, metric=None):
@@ -240,7 +277,8 @@ def fista(program, gradient, divergence, prox, W, b, step, max_iter, check, chec
     program : ConvexProgram
         Supplies ``image`` (W -> XW) and ``adjoint``.
     gradient : callable
-        ``gradient(XW, b)`` -> gradients of f with respect to XW (n, G, c) and b (c,).
+        ``gradient(XW, b)`` -> gradients of f with respect to XW (n, G, c) and b (c,) (the latter
+        this rank's part when sharded: it is reduced with the adjoint).
     divergence : callable
         ``divergence(XW_new, b_new, XW, b)``, the Bregman divergence of f, which the line search
         compares with ``||step||^2 / (2 step)`` (computed directly, it keeps float32 runs accurate
@@ -277,7 +315,7 @@ def fista(program, gradient, divergence, prox, W, b, step, max_iter, check, chec
     yW, yb, yXW, t = W, b, XW, 1.0
     for it in range(1, max_iter + 1):
         gXW, gb = gradient(yXW, yb)
-        gW = program.adjoint(gXW)
+        gW, gb = program.adjoint(gXW, gb)
         while True:
             W_new = prox(yW - step * gW / m, step)
             b_new = yb - step * gb if program.fit_intercept else yb
@@ -347,7 +385,7 @@ def solve_cone_projected(program, W, b, tol, max_iter, check_every=10, history=N
 
 def _solve_prox(program, prox, W, b, tol, max_iter, check_every, history, metric=None):
     loss, Y = program.loss, program.Y
-    curvature = program.lipschitz_data() * LIPSCHITZ[type(loss).__name__] / Y.shape[0]
+    curvature = program.lipschitz_data() * LIPSCHITZ[type(loss).__name__] / program.n
 
     def gradient(XW, b):
         Theta = loss.grad(program.predict(XW, b), Y)
@@ -405,7 +443,7 @@ def solve_cone(program, W, b, tol, max_iter, check_every=10, history=None):
     multipliers : torch.Tensor
         (n, G, c), the cone constraints' multipliers mu >= 0.
     """
-    loss, Y, n = program.loss, program.Y, program.Y.shape[0]
+    loss, Y, n = program.loss, program.Y, program.n
     data_curvature = program.lipschitz_data() * LIPSCHITZ[type(loss).__name__] / n
     cone_curvature = float(torch.linalg.matrix_norm(program.X, ord=2)) ** 2
     multipliers = torch.zeros(program.X.shape[0], *program.shape[1:], dtype=W.dtype, device=W.device)

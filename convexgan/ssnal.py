@@ -58,9 +58,10 @@ DENSE_LIMIT = 8000      # n up to which n-space Newton systems are factorized
 
 def supports(program):
     """Whether ``solve_ssnal`` handles this program: the l2 group penalty, no cones, a loss with
-    a smooth conjugate, and a Newton system of a size that can be factorized."""
+    a smooth conjugate, a Newton system of a size that can be factorized, and rows in this
+    process (it is not sharded across ranks)."""
     smooth = type(program.loss).conjugate_hessian is not Loss.conjugate_hessian
-    if program.cone or not isinstance(program.penalty, GroupL2) or not smooth:
+    if program.sharded or program.cone or not isinstance(program.penalty, GroupL2) or not smooth:
         return False
     return program.Y.shape[0] <= DENSE_LIMIT or _group_space_available(program)
 

@@ -5,8 +5,9 @@ import numpy as np
 import torch
 
 
-def check_array(A, name, ndim=None, dtype=np.float64):
-    """Return ``A`` as a finite array (NumPy, or torch for a tensor input) of the given rank."""
+def check_array(A, name, ndim=None, dtype=np.float64, min_rows=1):
+    """Return ``A`` as a finite array (NumPy, or torch for a tensor input) of the given rank with
+    at least ``min_rows`` rows (0: one rank's shard may be empty)."""
     if A is None:
         raise ValueError(f"{name} is None: pass an array.")
     if not isinstance(A, torch.Tensor):
@@ -18,7 +19,7 @@ def check_array(A, name, ndim=None, dtype=np.float64):
         A = A.to(torch.float64)
     if ndim is not None and A.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(A.shape)}.")
-    if A.ndim == 0 or A.shape[0] == 0:
+    if A.ndim == 0 or A.shape[0] < min_rows:
         raise ValueError(f"{name} is empty (shape {tuple(A.shape)}): pass at least one sample.")
     finite = torch.isfinite(A).all() if isinstance(A, torch.Tensor) else np.isfinite(A).all()
     if not finite:

@@ -10,6 +10,7 @@ import torch
 import torch.distributed as dist
 
 from convexgan.distributed import agree, computed_on_first_rank, shard_rows
+from convexgan.models import ConvexReLU, ConvexReLUClassifier
 from convexgan.svt import GramAccumulator, svt_factor
 
 pytestmark = pytest.mark.slow  # each test spawns two ranks that import torch (about 8 s)
@@ -96,11 +97,82 @@ def nan_on_rank_one(rank, world, X):
     return accumulator.all_reduce().count
 
 
-def test_a_bad_shard_stops_every_rank_with_its_message(tmp_path):
-    X = np.random.default_rng(1).standard_normal((20, 3))
+def assert_nan_on_rank_one_stops_both(task, X, tmp_path, what):
+    """Rank 1 raises its NaN error, rank 0 an error naming rank 1, long before the timeout."""
     start = time.perf_counter()
-    results = run_ranks(nan_on_rank_one, X, tmp_path)
+    results = run_ranks(task, X, tmp_path)
     assert time.perf_counter() - start < 45  # seconds, not the 60 s collective timeout
     assert results[1][0] == "error" and "NaN" in results[1][1]
-    assert results[0][0] == "error" and "rank 1 failed while reading its shard" in results[0][1]
+    assert results[0][0] == "error" and f"rank 1 failed while {what}" in results[0][1]
     assert "NaN" in results[0][1]
+
+
+def test_a_bad_shard_stops_every_rank_with_its_message(tmp_path):
+    X = np.random.default_rng(1).standard_normal((20, 3))
+    assert_nan_on_rank_one_stops_both(nan_on_rank_one, X, tmp_path, "reading its shard")
+
+
+SOLVES = [("squared", True), ("squared", False), ("logistic", True), ("logistic", False)]
+
+
+def gated_problem(loss, n=101, d=5):
+    """Rows (n, d) and targets with a nonzero mean (the intercept has work to do)."""
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((n, d))
+    signal = np.tanh(X @ rng.standard_normal(d)) + 0.3 * rng.standard_normal(n)
+    return X, (signal + 1.5 if loss == "squared" else np.where(signal > -0.4, "yes", "no"))
+
+
+def gated_model(loss, fit_intercept, distributed, solver="fista"):
+    model = ConvexReLU if loss == "squared" else ConvexReLUClassifier
+    return model(lam=1e-2, n_patterns=8, activation="gated", tol=1e-10, max_iter=200_000, solver=solver,
+                 fit_intercept=fit_intercept, distributed=distributed)
+
+
+def sharded_gated_fits(rank, world, layout):
+    """Each rank fits on its rows: contiguous uneven shards, or all rows on the last rank."""
+    fits = []
+    for loss, fit_intercept in SOLVES:
+        X, y = gated_problem(loss)
+        rows = shard_rows(len(X), rank, world) if layout == "uneven" else range(0, len(X) * (rank == world - 1))
+        model = gated_model(loss, fit_intercept, True).fit(X[rows.start:rows.stop], y[rows.start:rows.stop])
+        scores = model.predict(X) if loss == "squared" else model.decision_function(X)
+        fits.append((model.coef_, model.intercept_, model.objective_, model.gap_, model.converged_, scores,
+                     model.solver_, len(rows)))
+    return fits
+
+
+@pytest.mark.parametrize("layout", ["uneven", "one empty shard"])
+def test_a_sharded_gated_solve_is_the_single_process_solve(tmp_path, layout):
+    results = run_ranks(sharded_gated_fits, layout.split()[0], tmp_path, timeout=240)
+    for rank in (0, 1):
+        assert results[rank][0] == "ok", results[rank][1]
+    for case, (loss, fit_intercept) in enumerate(SOLVES):
+        X, y = gated_problem(loss)
+        single = gated_model(loss, fit_intercept, False, solver="auto").fit(X, y)  # Newton: another solver
+        assert single.solver_ == "newton" and single.converged_
+        scores = single.predict(X) if loss == "squared" else single.decision_function(X)
+        (coef, intercept, objective, gap, converged, sharded_scores, solver, rows), other = (
+            results[0][1][case], results[1][1][case])
+        assert converged and gap <= 1e-9 and solver == "fista"
+        assert objective == pytest.approx(single.objective_, rel=1e-7)
+        np.testing.assert_allclose(sharded_scores, scores, rtol=0, atol=1e-6 * np.abs(scores).max())
+        assert not fit_intercept or abs(intercept[0]) > 0.1
+        # every rank holds the same bits: its decisions all came from reduced values
+        np.testing.assert_array_equal(coef, other[0])
+        np.testing.assert_array_equal(intercept, other[1])
+        assert objective == other[2] and rows + other[7] == len(X)
+    assert results[0][1][0][7] == (50 if layout == "uneven" else 0)
+
+
+def nan_in_a_fit(rank, world, X):
+    rows = shard_rows(len(X), rank, world)
+    shard = X[rows.start:rows.stop].copy()
+    if rank == 1:
+        shard[3, 2] = np.nan
+    return gated_model("squared", True, True).fit(shard, shard[:, 0] + 1).objective_
+
+
+def test_a_nan_on_one_rank_stops_every_rank_of_a_fit(tmp_path):
+    X = np.random.default_rng(2).standard_normal((40, 3))
+    assert_nan_on_rank_one_stops_both(nan_in_a_fit, X, tmp_path, "checking its rows")
