@@ -32,6 +32,10 @@ output k has its own Newton system, solved in the smaller of two spaces:
   Sherman-Morrison-Woodbury with C = A_J J^{1/2}, ``H^{-1} r = (r - C S^{-1} C^T r) / n`` and
   ``S = (n / sigma) I + J^{1/2} A_J^T A_J J^{1/2}``, of the size d |J| (+1) of the active groups,
   taken from the Gram matrix of the masked design, computed once.
+
+With rows sharded across ranks (``ConvexProgram.sharded``), the active-group systems are the
+ones used: the Gram matrix is one all-reduce, each Newton step reduces ``A^T r`` with ``1^T r``
+(as FISTA does), and the line search's scalars; xi and the residuals stay on their rank.
 """
 import logging
 import math
@@ -58,12 +62,14 @@ DENSE_LIMIT = 8000      # n up to which n-space Newton systems are factorized
 
 def supports(program):
     """Whether ``solve_ssnal`` handles this program: the l2 group penalty, no cones, a loss with
-    a smooth conjugate, a Newton system of a size that can be factorized, and rows in this
-    process (it is not sharded across ranks)."""
+    a smooth conjugate, and a Newton system of a size that can be factorized (for rows sharded
+    across ranks: the active-group systems of the squared loss)."""
     smooth = type(program.loss).conjugate_hessian is not Loss.conjugate_hessian
-    if program.sharded or program.cone or not isinstance(program.penalty, GroupL2) or not smooth:
+    if program.cone or not isinstance(program.penalty, GroupL2) or not smooth:
         return False
-    return program.Y.shape[0] <= DENSE_LIMIT or _group_space_available(program)
+    if program.sharded:  # only the active-group systems are sums over rows
+        return _group_space_available(program)
+    return program.n <= DENSE_LIMIT or _group_space_available(program)
 
 
 def _group_space_available(program):
@@ -91,7 +97,7 @@ class _NewtonSystems:
 
     def __init__(self, program):
         self.program = program
-        self.n = program.Y.shape[0]
+        self.n = program.n
         self._K = self._gram = None
 
     @property
@@ -108,11 +114,11 @@ class _NewtonSystems:
             p = self.program
             d, G, _ = p.shape
             gram = torch.zeros(d * G + 1, d * G + 1, dtype=p.X.dtype, device=p.X.device)
-            for rows in torch.split(torch.arange(self.n, device=p.X.device), max(1, 2 ** 24 // (d * G + 1))):
+            for rows in torch.split(torch.arange(p.X.shape[0], device=p.X.device), max(1, 2 ** 24 // (d * G + 1))):
                 design = (p.mask_weights[rows, :, None] * p.X[rows, None, :]).reshape(len(rows), d * G)
                 design = torch.cat([design, torch.ones(len(rows), 1, dtype=design.dtype, device=design.device)], 1)
                 gram += design.T @ design
-            self._gram = gram
+            self._gram = p.loss.reduced(gram)
         return self._gram
 
     def direction(self, state, sigma, hessian):
@@ -121,7 +127,7 @@ class _NewtonSystems:
         d, G, c = p.shape
         active = state.scale > 0  # (G, c)
         group_space = _group_space_available(p) and (d * int(active.sum(0).max()) + 1 < self.n
-                                                      or self.n > DENSE_LIMIT)
+                                                      or self.n > DENSE_LIMIT or p.sharded)
         if group_space:
             return -self._group_space(state, sigma, active)
         out = torch.empty_like(state.grad)
@@ -149,7 +155,7 @@ class _NewtonSystems:
         d, G, c = p.shape
         n, gram = self.n, self.gram
         grad = state.grad
-        adjoint = p.adjoint(p.loss_image_grad(grad))  # A^T grad: (d, G, c)
+        adjoint, grad_sum = p.adjoint(p.loss_image_grad(grad), grad.sum(0))  # A^T grad: (d, G, c); 1^T grad
         correction = torch.zeros_like(state.V)
         intercept = torch.zeros(c, dtype=grad.dtype, device=grad.device)
         for k in range(c):
@@ -168,7 +174,7 @@ class _NewtonSystems:
             S.diagonal().add_(n / sigma)
             rhs = adjoint[:, groups, k].T.reshape(-1)
             if p.fit_intercept:
-                rhs = torch.cat([rhs, grad[:, k].sum().reshape(1)])
+                rhs = torch.cat([rhs, grad_sum[k].reshape(1)])
             rhs = _apply_blocks(half, rhs, m, d)
             x = _apply_blocks(half, _spd_solve(S, rhs[:, None])[:, 0], m, d)
             correction[:, groups, k] = x[:m * d].reshape(m, d).T
@@ -207,12 +213,13 @@ def _spd_solve(H, rhs):
 
 def _psi(program, xi, W, b, sigma):
     p = program
-    V = W - sigma * p.adjoint(p.loss_image_grad(xi))
+    adjoint, xi_sum = p.adjoint(p.loss_image_grad(xi), xi.sum(0))
+    V = W - sigma * adjoint
     norms = torch.linalg.vector_norm(V, dim=0)
     scale = (1 - sigma * p.penalty.lam / norms.clamp_min(1e-300)).clamp_min(0)
     W_plus = V * scale
     XW = p.image(W_plus)
-    b_plus = b - sigma * xi.sum(0) if p.fit_intercept else b  # without an intercept b is zero
+    b_plus = b - sigma * xi_sum if p.fit_intercept else b  # without an intercept b is zero
     value = p.loss.conjugate(xi, p.Y) + (W_plus.square().sum() + b_plus.square().sum()) / (2 * sigma)
     grad = p.loss.conjugate_grad(xi, p.Y) - p.predict(XW, b_plus)
     return _State(xi, float(value), grad, V, norms, scale, W_plus, b_plus, XW)
@@ -257,7 +264,7 @@ def solve_ssnal(program, W, b, tol, max_iter, history=None):
     xi = loss.grad(p.predict(XW, b), Y)
     # the primal proximal term 1/(2 sigma) ||W - W_k||^2 starts SIGMA_START times flatter than
     # the data term's largest curvature
-    sigma_start = SIGMA_START * Y.shape[0] / (p.lipschitz_data() * LIPSCHITZ[type(loss).__name__])
+    sigma_start = SIGMA_START * p.n / (p.lipschitz_data() * LIPSCHITZ[type(loss).__name__])
     sigma, sigma_cap = sigma_start, math.inf
     start, n_newton = time.perf_counter(), 0
     cert = p.certificate(W, b, XW)
@@ -290,7 +297,7 @@ def _best_dual(p, cert, xi):
     scaled into the dual ball. Both are dual feasible; xi is the better one while the primal is
     still far from exact, which a tiny lam makes common."""
     if p.fit_intercept:
-        xi = xi - xi.mean(0)
+        xi = xi - p.loss.total(xi, 0) / p.n
     value = p.scaled_dual(xi, p.penalty.dual_norms(p.adjoint(p.loss_image_grad(xi))))
     if not value > cert.dual:  # also when xi fell outside the conjugate's domain (-inf)
         return cert
@@ -303,25 +310,29 @@ def _minimize_psi(p, systems, xi, W, b, XW, sigma, budget):
     state = _psi(p, xi, W, b, sigma)
     for steps in range(min(MAX_INNER, budget)):
         fit = p.predict(state.XW, state.b)
-        residual = float(torch.linalg.vector_norm(state.grad))
+        residual = _norm(p, state.grad)
         # stop once psi is minimized well enough for this outer step, or down to rounding
-        enough = max(INNER_RATIO * float(torch.linalg.vector_norm(fit - fit_before)),
-                     ROUNDING * float(torch.linalg.vector_norm(fit)))
+        enough = max(INNER_RATIO * _norm(p, fit - fit_before), ROUNDING * _norm(p, fit))
         if residual <= enough:
             return state, steps
         direction = systems.direction(state, sigma, p.loss.conjugate_hessian(state.xi, p.Y))
         trial, moved = _line_search(p, state, direction, W, b, sigma)
-        stalled = trial.value >= state.value and float(torch.linalg.vector_norm(trial.grad)) >= residual
+        stalled = trial.value >= state.value and _norm(p, trial.grad) >= residual
         state = trial
         if not moved or stalled:
             return state, steps + 1
     return state, min(MAX_INNER, budget)
 
 
+def _norm(p, Z):
+    """The Frobenius norm of Z (n, c) over the rows of every rank."""
+    return math.sqrt(float(p.loss.total(Z.square())))
+
+
 def _line_search(program, state, direction, W, b, sigma):
     """Armijo backtracking on psi along ``direction``, inside the conjugate's domain.
     Returns ``(state, moved)``."""
-    slope = float((state.grad * direction).sum())
+    slope = float(program.loss.total(state.grad * direction))
     if not slope < 0:
         return state, False
     step = 1.0

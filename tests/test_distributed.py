@@ -112,7 +112,9 @@ def test_a_bad_shard_stops_every_rank_with_its_message(tmp_path):
     assert_nan_on_rank_one_stops_both(nan_on_rank_one, X, tmp_path, "reading its shard")
 
 
-SOLVES = [("squared", True), ("squared", False), ("logistic", True), ("logistic", False)]
+# (loss, fit_intercept, solver): Newton's active-group systems for the squared loss, FISTA for both
+SOLVES = [("squared", True, "newton"), ("squared", False, "newton"), ("squared", True, "fista"),
+          ("logistic", True, "fista"), ("logistic", False, "fista")]
 
 
 def gated_problem(loss, n=101, d=5):
@@ -132,10 +134,10 @@ def gated_model(loss, fit_intercept, distributed, solver="fista"):
 def sharded_gated_fits(rank, world, layout):
     """Each rank fits on its rows: contiguous uneven shards, or all rows on the last rank."""
     fits = []
-    for loss, fit_intercept in SOLVES:
+    for loss, fit_intercept, solver in SOLVES:
         X, y = gated_problem(loss)
         rows = shard_rows(len(X), rank, world) if layout == "uneven" else range(0, len(X) * (rank == world - 1))
-        model = gated_model(loss, fit_intercept, True).fit(X[rows.start:rows.stop], y[rows.start:rows.stop])
+        model = gated_model(loss, fit_intercept, True, solver).fit(X[rows.start:rows.stop], y[rows.start:rows.stop])
         scores = model.predict(X) if loss == "squared" else model.decision_function(X)
         fits.append((model.coef_, model.intercept_, model.objective_, model.gap_, model.converged_, scores,
                      model.solver_, len(rows)))
@@ -147,14 +149,14 @@ def test_a_sharded_gated_solve_is_the_single_process_solve(tmp_path, layout):
     results = run_ranks(sharded_gated_fits, layout.split()[0], tmp_path, timeout=240)
     for rank in (0, 1):
         assert results[rank][0] == "ok", results[rank][1]
-    for case, (loss, fit_intercept) in enumerate(SOLVES):
+    for case, (loss, fit_intercept, sharded_solver) in enumerate(SOLVES):
         X, y = gated_problem(loss)
-        single = gated_model(loss, fit_intercept, False, solver="auto").fit(X, y)  # Newton: another solver
+        single = gated_model(loss, fit_intercept, False, solver="auto").fit(X, y)  # Newton in n-space
         assert single.solver_ == "newton" and single.converged_
         scores = single.predict(X) if loss == "squared" else single.decision_function(X)
         (coef, intercept, objective, gap, converged, sharded_scores, solver, rows), other = (
             results[0][1][case], results[1][1][case])
-        assert converged and gap <= 1e-9 and solver == "fista"
+        assert converged and gap <= 1e-9 and solver == sharded_solver
         assert objective == pytest.approx(single.objective_, rel=1e-7)
         np.testing.assert_allclose(sharded_scores, scores, rtol=0, atol=1e-6 * np.abs(scores).max())
         assert not fit_intercept or abs(intercept[0]) > 0.1
