@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .distributed import all_reduce_sum, computed_on_first_rank
 from .recovery import shared_neurons
 from .solvers import ConvexProgram
 from .validation import check_positive
@@ -73,9 +74,10 @@ def _check_features(features):
         raise ValueError("features contain NaN or inf: check the images they were computed from.")
 
 
-def patch_whitening(features, eps=1e-3):
+def patch_whitening(features, eps=1e-3, across_ranks=False):
     """ZCA matrix ``A = (S + eps mean(eig S) I)^{-1/2}``, S the second moment of the D = 9C patch
-    coordinates over patterns, images and quadrants.
+    coordinates over patterns, images and quadrants (``across_ranks``: over every rank's images,
+    the eigendecomposition on rank 0, so that A is the same on every rank).
 
     Parameters
     ----------
@@ -97,7 +99,11 @@ def patch_whitening(features, eps=1e-3):
     for block in features:  # one pattern at a time: no float64 copy of all features
         rows = block.reshape(-1, D).double()
         second += rows.T @ rows
-    eig, V = torch.linalg.eigh(second / (P * N * QUADRANTS))
+    count = torch.tensor([float(P * N * QUADRANTS)], dtype=torch.float64)
+    if across_ranks:
+        all_reduce_sum(second, count)
+    second /= count
+    eig, V = computed_on_first_rank(torch.linalg.eigh, second) if across_ranks else torch.linalg.eigh(second)
     eig = eig.clamp_min(0)
     return ((V / (eig + eps * eig.mean()).sqrt()) @ V.T).to(features.dtype)
 

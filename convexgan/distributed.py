@@ -76,15 +76,31 @@ def shard_rows(n, rank=None, world_size=None):
     return range(n * rank // world_size, n * (rank + 1) // world_size)
 
 
+_TRAFFIC = {"all_reduces": 0, "floats": 0}
+
+
+def traffic(reset=False):
+    """``{"all_reduces": calls, "floats": float64 values summed}`` of ``all_reduce_sum`` in this
+    process since the last reset (what the solvers send per iteration; a ring all-reduce moves
+    about 2 (p - 1) / p times each value in and out of every rank)."""
+    counts = dict(_TRAFFIC)
+    if reset:
+        _TRAFFIC.update(all_reduces=0, floats=0)
+    return counts
+
+
 def all_reduce_sum(*tensors):
     """Sum each tensor over all ranks, in place, with one collective: the tensors are packed into
-    one float64 buffer (so sums of float32 partials keep their precision) and unpacked after.
+    one float64 buffer on the backend's device (so sums of float32 partials keep their precision,
+    and CPU tensors reduce under NCCL) and unpacked after.
     Without a process group this does nothing. Returns the tensors."""
     if not is_distributed() or not tensors:
         return tensors
-    device = tensors[0].device
+    device = _device()  # the backend's: NCCL reduces on the GPU, gloo on the CPU
     buffer = torch.cat([t.detach().reshape(-1).to(device=device, dtype=torch.float64) for t in tensors])
     dist.all_reduce(buffer)
+    _TRAFFIC["all_reduces"] += 1
+    _TRAFFIC["floats"] += buffer.numel()
     offset = 0
     for t in tensors:
         t.copy_(buffer[offset:offset + t.numel()].reshape(t.shape))
@@ -100,6 +116,49 @@ def gather_objects(value):
     values = [None] * dist.get_world_size()
     dist.all_gather_object(values, value)
     return values
+
+
+def total_rows(n_local, widths):
+    """The rows of all ranks, checking that every rank has the same ``widths`` (a tuple: features,
+    outputs): a rank with other widths would send collectives of other sizes. Raises ValueError
+    on every rank alike (the check reads gathered values)."""
+    shapes = gather_objects((int(n_local), tuple(widths)))
+    if len({w for _, w in shapes}) > 1:
+        raise ValueError(f"the ranks' rows have different widths (features, outputs): {[w for _, w in shapes]}; "
+                         "every rank must pass the same columns (and, for a classifier, labels).")
+    n_total = sum(n for n, _ in shapes)
+    if n_total == 0:
+        raise ValueError("every rank's shard is empty: pass the rows to fit on.")
+    return n_total
+
+
+class RowShard:
+    """Where this rank's rows sit among the rows of all ranks (contiguous, in rank order), for
+    code that runs the same on one process (``sharded=False``: all rows here) and on many.
+
+    Attributes: ``start``, ``stop`` (this rank's rows ``range(start, stop)`` of all), ``total``.
+    """
+
+    def __init__(self, n_local, sharded=True):
+        self.sharded = bool(sharded) and is_distributed()
+        counts = gather_objects(int(n_local)) if self.sharded else [int(n_local)]
+        rank = dist.get_rank() if self.sharded else 0
+        self.start = sum(counts[:rank])
+        self.stop, self.total = self.start + counts[rank], sum(counts)
+
+    def local(self, indices, per_row=1):
+        """Which of the global ``indices`` (into all rows, ``per_row`` items each) fall on this
+        rank: ``(here, local)``, a mask over ``indices`` and those entries as local indices."""
+        indices = torch.as_tensor(indices)
+        here = (indices >= self.start * per_row) & (indices < self.stop * per_row)
+        return here, indices[here] - self.start * per_row
+
+    def sum(self, *tensors):
+        """Per-rank partial sums summed over all ranks, in place (one collective). Returns the
+        tensors, or the one tensor."""
+        if self.sharded:
+            all_reduce_sum(*tensors)
+        return tensors if len(tensors) > 1 else tensors[0]
 
 
 def broadcast_tensor(tensor, src=0):

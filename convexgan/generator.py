@@ -15,6 +15,7 @@ problems), which separates over the output columns and is solved one column at a
 ``min sum ||V_i[:, k]|| s.t. sum_i D_i Z V_i + b = G`` when the patterns can represent G.
 """
 import logging
+from contextlib import nullcontext
 from typing import NamedTuple
 
 import numpy as np
@@ -22,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import losses, solvers, ssnal
+from .distributed import agree, is_distributed, total_rows
 from .models import DTYPES, ConvexReLU
 from .networks import network_from_neurons
 from .patterns import sample_patterns
@@ -44,19 +46,25 @@ class GeneratorFit(NamedTuple):
 
 
 def fit_relu_generator(Z, G, lam=1e-4, n_patterns=64, activation="relu", tol=1e-4, max_iter=20000,
-                       seed=0, device="cpu", dtype="float64", progress=False):
+                       seed=0, device="cpu", dtype="float64", progress=False, distributed=False):
     """Two-layer (gated) ReLU generator from inputs Z (n, m) (noise, or image patches) to
     targets G (n, c), e.g. the rows of ``svt``'s G*. Returns the recovered ``TwoLayerReLU``
     (``TwoLayerGatedReLU`` for "gated"), a ``torch.nn.Module`` in float64 on the CPU mapping
     (n, m) to (n, c); its ``certificate`` attribute is the fit's ``GeneratorFit``. ``max_iter``
-    counts Newton steps for the gated program (gradient steps where FISTA solves it)."""
-    Z, G = check_X_y(Z, G)
-    G = G.reshape(len(G), -1)
+    counts Newton steps for the gated program (gradient steps where FISTA solves it).
+    ``distributed`` (gated only): under a process group, Z and G are this rank's rows and the fit
+    is the one of all ranks' rows, the same network on every rank."""
     check_choice(activation, "activation", {"relu", "gated"})
+    sharded = bool(distributed) and is_distributed()
+    if sharded and activation == "relu":
+        raise ValueError("a distributed generator fit needs activation='gated': the ReLU cones are not sharded.")
+    with agree("checking its rows") if sharded else nullcontext():
+        Z, G = check_X_y(Z, G, min_rows=0 if sharded else 1)
+    G = G.reshape(len(G), int(np.prod(G.shape[1:])))
     check_positive(lam, "lam")
     if activation == "gated":
         return _fit_gated(Z, G, lam, check_positive_int(n_patterns, "n_patterns"), tol, max_iter, seed, device,
-                          dtype)
+                          dtype, sharded)
     models = []
     for k in tqdm(range(G.shape[1]), desc="fitting generator outputs", unit="output", disable=not progress):
         models.append(ConvexReLU(lam=lam, n_patterns=n_patterns, activation=activation, tol=tol,
@@ -70,10 +78,14 @@ def fit_relu_generator(Z, G, lam=1e-4, n_patterns=64, activation="relu", tol=1e-
     return _finish(network, fit, all(model.converged_ for model in models), G.shape[1], max_iter, tol)
 
 
-def _fit_gated(Z, G, lam, n_patterns, tol, max_iter, seed, device, dtype):
-    """The gated program of all outputs at once: ``GroupL2`` over every (pattern, output)."""
-    masks, gates = sample_patterns(Z, n_patterns, seed=seed)
-    program = solvers.ConvexProgram.from_arrays(Z, masks, np.ones(masks.shape[1]), G, losses.SquaredLoss(),
+def _fit_gated(Z, G, lam, n_patterns, tol, max_iter, seed, device, dtype, sharded=False):
+    """The gated program of all outputs at once: ``GroupL2`` over every (pattern, output); with
+    ``sharded``, of every rank's rows."""
+    loss = losses.SquaredLoss()
+    if sharded:
+        loss = loss.sharded(total_rows(len(Z), (Z.shape[1], G.shape[1])))
+    masks, gates = sample_patterns(Z, n_patterns, seed=seed, across_ranks=sharded)
+    program = solvers.ConvexProgram.from_arrays(Z, masks, np.ones(masks.shape[1]), G, loss,
                                                 GroupL2(lam), True, False, DTYPES[dtype], device)
     if ssnal.supports(program):  # it works in float64: on the data, not on their rounding
         precision = torch.float64

@@ -41,7 +41,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import losses, solvers, ssnal
-from .distributed import agree, gather_objects, is_distributed
+from .distributed import agree, gather_objects, is_distributed, total_rows
 from .networks import network_from_neurons
 from .patterns import sample_patterns, unique_columns
 from .penalties import GroupL2, NuclearNorm
@@ -106,14 +106,7 @@ class _ConvexTwoLayer(BaseEstimator):
         self._check_params()
         sharded = self._sharded()
         if sharded:
-            shapes = gather_objects((X.shape[0], X.shape[1], Y.shape[1]))
-            if len({shape[1:] for shape in shapes}) > 1:
-                raise ValueError(f"the ranks' rows have different widths (rows, features, outputs) = {shapes}: "
-                                 "every rank must pass the same features (and, for a classifier, labels).")
-            n_total = sum(shape[0] for shape in shapes)
-            if n_total == 0:
-                raise ValueError("every rank's shard is empty: pass the rows to fit on.")
-            loss = loss.sharded(n_total)
+            loss = loss.sharded(total_rows(X.shape[0], (X.shape[1], Y.shape[1])))
         masks, gates = self._patterns(X, across_ranks=sharded)
         return loss, masks, gates
 

@@ -239,6 +239,41 @@ def _needed(rank):
     return None if rank is None else check_positive_int(rank, "rank") + 1
 
 
+def canonical_signs(Vt, xp):
+    """Signs (k,) that make the largest entry (in magnitude) of every row of Vt (k, d) positive:
+    singular vectors are defined up to sign, and a generator's samples for a seed should not
+    depend on which Gram matrix (X X^T, X^T X, or one summed over ranks) was decomposed."""
+    rows = xp.arange(Vt.shape[0])
+    largest = Vt[rows, xp.argmax(xp.abs(Vt), axis=1)]
+    one = xp.ones_like(largest)
+    return xp.where(largest < 0, -one, one)
+
+
+def svt_basis(gram, lam=None, rank=None):
+    """The kept right singular directions of X from its Gram matrix ``X^T X`` (d, d), by one
+    symmetric eigendecomposition, with the canonical signs of ``svt_factors``.
+
+    Returns
+    -------
+    Vt : array
+        (k, d), the kept right singular vectors of X, the kind of ``gram``.
+    s : array
+        (k,) their singular values: ``Q = X V / s`` pairs X's rows with their coordinates.
+    kept : array
+        (k,) ``(S^2 - lam)_+ > 0``; the right factor of ``G*`` is ``sqrt(kept) Vt``.
+    lam : float
+    """
+    gram, xp, back = _backend(gram)
+    gram = _as_float(gram, xp)
+    _check_finite_matrix(gram, "gram", xp)
+    eigenvalues, vectors = _descending_eigh((gram + gram.T) / 2, xp, _needed(rank))
+    kept, lam = threshold_spectrum(eigenvalues, lam, rank)
+    k = int(xp.sum(kept > 0))
+    Vt = vectors[:, :k].T
+    Vt = Vt * canonical_signs(Vt, xp)[:, None]
+    return back(Vt), back(xp.sqrt(eigenvalues[:k])), back(kept[:k]), lam
+
+
 def svt_factor(gram, lam=None, rank=None):
     """The right factor of ``G*`` from a Gram matrix, by one symmetric eigendecomposition.
 
@@ -256,13 +291,8 @@ def svt_factor(gram, lam=None, rank=None):
         ``G* = Q B`` for any Q (n, k) with orthonormal columns.
     lam : float
     """
-    gram, xp, back = _backend(gram)
-    gram = _as_float(gram, xp)
-    _check_finite_matrix(gram, "gram", xp)
-    eigenvalues, vectors = _descending_eigh((gram + gram.T) / 2, xp, _needed(rank))
-    kept, lam = threshold_spectrum(eigenvalues, lam, rank)
-    k = int(xp.sum(kept > 0))
-    return back(xp.sqrt(kept[:k])[:, None] * vectors[:, :k].T), lam
+    Vt, _, kept, lam = svt_basis(gram, lam, rank)
+    return kept[:, None] ** 0.5 * Vt, lam
 
 
 def svt_factors(X, lam=None, rank=None):
@@ -284,7 +314,8 @@ def svt_factors(X, lam=None, rank=None):
         (n, k), the kept left singular vectors of X. It pairs each row of X with its coordinates:
         ``sqrt(n) Q`` is X's whitened noise, the generator's training input.
     B : array
-        (k, d), the right factor; ``G* = Q @ B``. Both of X's kind and floating dtype.
+        (k, d), the right factor; ``G* = Q @ B``. Both of X's kind and floating dtype. Signs are
+        canonical (``canonical_signs``): the same whichever Gram matrix was decomposed.
     lam : float
     """
     X, xp, back = _backend(X)
@@ -302,5 +333,7 @@ def svt_factors(X, lam=None, rank=None):
     else:  # vectors are V; U = X V S^-1
         Vt = vectors[:, :k].T
         Q = (X64 @ Vt.T) / s[None, :]
+    signs = canonical_signs(Vt, xp)
+    Q, Vt = Q * signs[None, :], Vt * signs[:, None]
     B = xp.sqrt(kept[:k])[:, None] * Vt
     return back(xp.astype(Q, X.dtype)), back(xp.astype(B, X.dtype)), lam

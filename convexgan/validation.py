@@ -47,10 +47,11 @@ def check_choice(value, name, choices):
     return value
 
 
-def check_X_y(X, y):
-    """X (n, d) and y (n,) or (n, c) as float64 arrays with matching sample counts."""
-    X = check_array(X, "X", ndim=2)
-    y = check_array(y, "y")
+def check_X_y(X, y, min_rows=1):
+    """X (n, d) and y (n,) or (n, c) as float64 arrays with matching sample counts, at least
+    ``min_rows`` of them (0: one rank's shard may be empty)."""
+    X = check_array(X, "X", ndim=2, min_rows=min_rows)
+    y = check_array(y, "y", min_rows=min_rows)
     if y.ndim not in (1, 2):
         raise ValueError(f"y must be (n,) or (n, c), got shape {y.shape}.")
     if y.shape[0] != X.shape[0]:

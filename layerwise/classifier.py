@@ -8,10 +8,16 @@ an auxiliary head (2 x 2 average pooling and a linear layer) by solving the conv
 its ``widths[k]`` strongest neurons (largest singular values) feed the next stage, after 2 x 2
 average pooling where ``downsample[k]``. The last stage keeps all its neurons and its head is the
 classifier. ``to_torch()`` gives the stack as an ordinary ``nn.Sequential``.
+
+With ``distributed=True`` under a ``torch.distributed`` process group (``torchrun``), every rank
+fits on its own images and all get the classifier of all of them: the statistics (channel
+means and deviations, the patch whitening) and the solver's sums are all-reduced, the gates
+come from rank 0's first images, and only rank 0 writes the checkpoint.
 """
 import copy
 import logging
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +29,8 @@ from torch import nn
 
 from convexgan import losses, solvers
 from convexgan.checkpoints import load_state, save_state
+from convexgan.distributed import (RowShard, agree, computed_on_first_rank, gather_objects, is_distributed,
+                                   rank_and_size)
 from convexgan.convolutional import (ConvBlock, PooledConvProgram, patch_whitening, pooled_features, recover_block,
                                      whiten)
 from convexgan.patterns import conv_patterns
@@ -41,11 +49,15 @@ class Standardize(nn.Module):
         self.register_buffer("std", torch.ones(1, channels, 1, 1))
 
     @classmethod
-    def fitted(cls, x):
-        """The layer with the per-channel mean and std (floored at 1e-6) of images x (N, C, H, W)."""
+    def fitted(cls, x, shard=None):
+        """The layer with the per-channel mean and std (floored at 1e-6) of images x (N, C, H, W)
+        (of every rank's images, with ``shard``, a ``RowShard``)."""
+        shard = shard or RowShard(len(x), sharded=False)
+        count = shard.total * x.shape[2] * x.shape[3]
         layer = cls(x.shape[1])
-        layer.mean.copy_(x.mean((0, 2, 3), keepdim=True))
-        layer.std.copy_(x.std((0, 2, 3), keepdim=True).clamp_min(1e-6))
+        layer.mean.copy_(shard.sum(x.double().sum((0, 2, 3), keepdim=True)) / count)
+        spread = shard.sum((x.double() - layer.mean.double()).square().sum((0, 2, 3), keepdim=True)) / (count - 1)
+        layer.std.copy_(spread.sqrt().clamp_min(1e-6))
         return layer
 
     def forward(self, x):
@@ -78,6 +90,9 @@ class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
     device : str
     dtype : {"float32", "float64"}
         Precision of the solves (float32 certificates are confirmed in float64).
+    distributed : bool
+        Under a ``torch.distributed`` process group, ``fit`` on every rank with its own images
+        (and test images) trains on all of them; see the module's docstring.
 
     Attributes
     ----------
@@ -97,7 +112,7 @@ class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
     """
 
     def __init__(self, widths=(64, 64), n_patterns=None, downsample=None, lam=1e-2, tol=1e-3, max_iter=300,
-                 whiten_eps=1e-3, seed=0, device="cpu", dtype="float32"):
+                 whiten_eps=1e-3, seed=0, device="cpu", dtype="float32", distributed=False):
         self.widths = widths
         self.n_patterns = n_patterns
         self.downsample = downsample
@@ -108,6 +123,7 @@ class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
         self.seed = seed
         self.device = device
         self.dtype = dtype
+        self.distributed = distributed
 
     def _config(self):
         widths = [check_positive_int(w, "widths") for w in self.widths]
@@ -131,18 +147,25 @@ class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
         every stage; a rerun with the same data and parameters resumes from it.
         ``on_stage(stage_record)`` is called after each stage."""
         widths, patterns, downsample = self._config()
-        x = self._images(X, reset=True)
-        y = self._labels(y, len(x))
-        self.classes_ = np.unique(y)
+        sharded = bool(self.distributed) and is_distributed()
+        with agree("checking its images") if sharded else nullcontext():
+            x = self._images(X, reset=True)
+            y = self._labels(y, len(x))
+            x_test = None if X_test is None else self._images(X_test, reset=False, name="X_test")
+            if x_test is not None and x_test.shape[1:] != x.shape[1:]:
+                raise ValueError(f"X_test images {tuple(x_test.shape[1:])} differ from X's {tuple(x.shape[1:])}.")
+            y_test = None if X_test is None else self._labels(y_test, len(x_test), "y_test")
+        shard = RowShard(len(x), sharded)
+        test_shard = None if x_test is None else RowShard(len(x_test), sharded)
+        self.classes_ = np.unique(np.concatenate(gather_objects(np.unique(y)))) if sharded else np.unique(y)
         if len(self.classes_) < 2:
             raise ValueError(f"y has 1 class ({self.classes_[0]!r}): a classifier needs at least two.")
         Y = torch.from_numpy(np.eye(len(self.classes_))[np.searchsorted(self.classes_, y)])
-        x_test = None if X_test is None else self._images(X_test, reset=False, name="X_test")
-        if x_test is not None and x_test.shape[1:] != x.shape[1:]:
-            raise ValueError(f"X_test images {tuple(x_test.shape[1:])} differ from X's {tuple(x.shape[1:])}.")
-        y_test = None if X_test is None else self._labels(y_test, len(x_test), "y_test")
         layers, self.stages_ = [], []
-        state = self._load(checkpoint, x, y)
+        first = rank_and_size()[0] == 0 or not sharded
+        fingerprint = self._fingerprint(x, y, sharded)
+        state = computed_on_first_rank(self._load, checkpoint, fingerprint) if sharded else \
+            self._load(checkpoint, fingerprint)
         if state is not None:
             layers, self.stages_ = state["layers"], state["stages"]
             log.info("resuming after stage %d of %d from %s", len(self.stages_), len(widths), checkpoint)
@@ -150,16 +173,17 @@ class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
         for k in range(len(self.stages_), len(widths)):
             start = time.perf_counter()
             last = k == len(widths) - 1
-            standardize = Standardize.fitted(inputs)
-            block, head, bias, cert, n_iter = self._fit_block(standardize(inputs), Y, patterns[k], k)
+            standardize = Standardize.fitted(inputs, shard)
+            block, head, bias, cert, n_iter = self._fit_block(standardize(inputs), Y, patterns[k], k, shard)
             kept = block.weight.shape[0] if last else min(widths[k], block.weight.shape[0])
             stage_net = nn.Sequential(standardize, block, nn.AdaptiveAvgPool2d(2), nn.Flatten(), _linear(head, bias))
             record = {"stage": k + 1, "neurons": int(block.weight.shape[0]), "kept": int(kept),
                       "certificate": {"primal": cert.primal, "dual": cert.dual, "gap": cert.gap},
                       "iterations": n_iter,
-                      "train_accuracy": self._accuracy(nn.Sequential(*layers, stage_net), x, y)}
+                      "train_accuracy": self._accuracy(nn.Sequential(*layers, stage_net), x, y, shard)}
             if x_test is not None:
-                record["test_accuracy"] = self._accuracy(nn.Sequential(*layers, stage_net), x_test, y_test)
+                record["test_accuracy"] = self._accuracy(nn.Sequential(*layers, stage_net), x_test, y_test,
+                                                         test_shard)
             if last:
                 layers += list(stage_net)
             else:
@@ -172,28 +196,32 @@ class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
             log.info("stage %d: %d neurons (%d kept), gap %.2g, train %.4f%s, %.1f s", k + 1, record["neurons"], kept,
                      cert.gap, record["train_accuracy"],
                      f", test {record['test_accuracy']:.4f}" if "test_accuracy" in record else "", record["seconds"])
-            if checkpoint is not None and not last:
-                self._save(checkpoint, layers, x, y)
-            if on_stage is not None:
+            if checkpoint is not None:
+                with agree("writing the checkpoint") if sharded else nullcontext():
+                    if first:
+                        self._save(checkpoint, layers, fingerprint)
+            if on_stage is not None and first:
                 on_stage(record)
         self.network_ = nn.Sequential(*layers).float().eval().requires_grad_(False)
         self.n_iter_ = np.array([record["iterations"] for record in self.stages_])
-        if checkpoint is not None:
-            self._save(checkpoint, layers, x, y)
         return self
 
-    def _fit_block(self, inputs, Y, n_patterns, k):
-        """The convex program of one block on standardized inputs (N, C, H, W)."""
+    def _fit_block(self, inputs, Y, n_patterns, k, shard):
+        """The convex program of one block on standardized inputs (N, C, H, W) (this rank's, at
+        rows ``shard``)."""
         dtype = torch.float64 if self.dtype == "float64" else torch.float32
-        _, gates = conv_patterns(inputs[:128].double(), n_patterns, seed=self.seed + k)  # duplicates checked on a subset
+        # duplicates checked on the first images (rank 0's)
+        first_images = (inputs[:128], n_patterns, self.seed + k)
+        gates = computed_on_first_rank(_gates, *first_images) if shard.sharded else _gates(*first_images)
         gates = gates.to(inputs.dtype)
         features = torch.cat([pooled_features(chunk, gates) for chunk in inputs.split(1024)], 1)
         whitening = None
         if self.whiten_eps is not None:
-            whitening = patch_whitening(features, self.whiten_eps)
+            whitening = patch_whitening(features, self.whiten_eps, across_ranks=shard.sharded)
             features = whiten(features, whitening)
+        loss = losses.CrossEntropyLoss()
         program = PooledConvProgram(features.to(self.device, dtype), Y.to(self.device, dtype),
-                                    losses.CrossEntropyLoss(), NuclearNorm(self.lam))
+                                    loss.sharded(shard.total) if shard.sharded else loss, NuclearNorm(self.lam))
         W, b = program.zeros()
         W, b, cert, n_iter = solvers.solve_gated(program, W, b, self.tol, self.max_iter)
         block, head, _ = recover_block(W.double().cpu(), gates.double(), inputs.shape[1],
@@ -205,28 +233,32 @@ class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
     def _forward(network, x, batch=128):
         return torch.cat([network(chunk) for chunk in x.split(batch)])
 
-    def _accuracy(self, network, x, y):
+    def _accuracy(self, network, x, y, shard):
+        """The share of correct labels over the images of every rank (this rank's: x, y)."""
         scores = self._forward(network.float().eval(), x)
-        return float((self.classes_[scores.argmax(1).numpy()] == np.asarray(y)).mean())
+        correct = torch.tensor(float((self.classes_[scores.argmax(1).numpy()] == np.asarray(y)).sum()))
+        return float(shard.sum(correct)) / shard.total
 
-    def _fingerprint(self, x, y):
-        return {"params": self.get_params(), "shape": tuple(x.shape), "sum": float(x.double().sum()),
-                "labels": np.asarray(y).tolist()}
+    def _fingerprint(self, x, y, sharded):
+        """What a checkpoint must have been trained on: the parameters and the data (every rank's)."""
+        data = {"shape": tuple(x.shape), "sum": float(x.double().sum()), "labels": np.asarray(y).tolist()}
+        params = {k: v for k, v in self.get_params().items() if k != "distributed"}
+        return {"params": params, "data": gather_objects(data) if sharded else [data]}
 
-    def _save(self, path, layers, x, y):
+    def _save(self, path, layers, fingerprint):
         """The layers as a spec and a state_dict (loadable with ``weights_only=True``)."""
         save_state(path, {"spec": [_layer_spec(layer) for layer in layers],
                           "state_dict": nn.Sequential(*layers).state_dict(), "stages": self.stages_,
-                          "fingerprint": self._fingerprint(x, y)})
+                          "fingerprint": fingerprint})
 
-    def _load(self, path, x, y):
+    def _load(self, path, fingerprint):
         if path is None or not Path(path).is_file():
             return None
         fix = "delete it to start again, or pass another checkpoint."
         state = load_state(path, fix)
         if not isinstance(state, dict) or "spec" not in state:
             raise ValueError(f"checkpoint {path} is no layerwise classifier checkpoint: {fix}")
-        if state["fingerprint"] != self._fingerprint(x, y):
+        if state["fingerprint"] != fingerprint:
             raise ValueError(f"checkpoint {path} belongs to other data or parameters: {fix}")
         layers = nn.Sequential(*[_layer_from_spec(spec) for spec in state["spec"]])
         layers.load_state_dict(state["state_dict"])
@@ -278,6 +310,11 @@ class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
         in [0, 1] to (N, K) class scores."""
         check_is_fitted(self)
         return copy.deepcopy(self.network_)
+
+
+def _gates(images, n_patterns, seed):
+    """Convolutional gates (P, C, 3, 3) whose patterns on ``images`` are distinct."""
+    return conv_patterns(images.double(), n_patterns, seed=seed)[1]
 
 
 def _layer_spec(layer):

@@ -39,6 +39,7 @@ inverts its input. Earlier stages are frozen; a checkpoint is written atomically
 """
 import logging
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -47,10 +48,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from convexgan.checkpoints import load_state, save_state
+from convexgan.distributed import RowShard, agree, computed_on_first_rank, rank_and_size
 from convexgan.generator import fit_relu_generator
 from convexgan.metrics import laplacian_pyramid
 from convexgan.networks import TwoLayerGatedReLU, TwoLayerReLU
-from convexgan.svt import svt_factors
+from convexgan.svt import svt_basis, svt_factors
 from convexgan.validation import as_images, check_positive, check_positive_int
 
 log = logging.getLogger(__name__)
@@ -247,6 +249,27 @@ def save_checkpoint(path, generator, config, train_outputs=None):
                       "train_outputs": train_outputs})
 
 
+def _saved_run(checkpoint):
+    """``load_checkpoint(checkpoint)``, or None when there is no file (or no path)."""
+    return load_checkpoint(checkpoint) if checkpoint is not None and Path(checkpoint).is_file() else None
+
+
+def _rows_path(checkpoint, shard, stage):
+    """Where a rank of a distributed run keeps its training outputs after ``stage``: beside the
+    checkpoint, named by the rows it holds (a resume with another number of processes finds none)."""
+    path = Path(checkpoint)
+    return path.with_name(f"{path.name}.rows{shard.start}-{shard.stop}.stage{stage}")
+
+
+def _load_rows(checkpoint, shard, stage):
+    """This rank's training outputs after ``stage``, written by a distributed run."""
+    path = _rows_path(checkpoint, shard, stage)
+    if not path.is_file():
+        raise ValueError(f"{path} is missing: a distributed run resumes with the same number of processes "
+                         f"and images; or delete {checkpoint} and train again.")
+    return load_state(path, f"delete {checkpoint} and train again.")["outputs"]
+
+
 def load_checkpoint(path):
     """``(generator, config, train_outputs)`` from ``save_checkpoint``'s file."""
     path = Path(path)
@@ -262,14 +285,21 @@ def load_checkpoint(path):
     return generator.eval(), state["config"], state["train_outputs"]
 
 
-def _closed_form(residual, rank, device="cpu"):
-    """SVT of the centered residual (n, d): mean (d,), factor B (k, d), training noise (n, k), lam.
-    The eigendecomposition runs on ``device`` (``svt_factors`` picks NumPy, CuPy or torch.linalg)."""
-    mean = residual.mean(0)
+def _closed_form(residual, rank, shard, device="cpu"):
+    """SVT of the centered residual (n, d) of all ranks' rows (this rank's rows (n_local, d)):
+    mean (d,), factor B (k, d), this rank's training noise (n_local, k), lam. The
+    eigendecomposition runs on ``device`` (``svt_factors`` picks NumPy, CuPy or torch.linalg); on
+    several ranks it is the one of the summed d x d Gram matrix, on rank 0."""
+    n = shard.total
+    mean = shard.sum(residual.sum(0)) / n
     centered = (residual - mean).double().to(device)
-    rank = min(rank, residual.shape[1], len(residual) - 1)
-    Q, B, lam = svt_factors(centered, rank=rank)
-    return mean, B.float().cpu(), Q.float().cpu() * len(residual) ** 0.5, lam
+    rank = min(rank, residual.shape[1], n - 1)
+    if shard.sharded:
+        Vt, s, kept, lam = computed_on_first_rank(svt_basis, shard.sum(centered.T @ centered), rank=rank)
+        Q, B = centered @ Vt.T / s, kept[:, None].sqrt() * Vt
+    else:
+        Q, B, lam = svt_factors(centered, rank=rank)
+    return mean, B.float().cpu(), Q.float().cpu() * n ** 0.5, lam
 
 
 class ProgressiveTrainer:
@@ -282,10 +312,18 @@ class ProgressiveTrainer:
     "relu" (exact, far slower); ``tol``, ``max_iter`` for the fits (Newton steps for gated ones); ``seed``; ``device`` of the fits
     and the closed forms; ``data``, a description of the training set, kept in the checkpoint so
     that a resume on other data is refused.
+
+    ``distributed``: under a ``torch.distributed`` process group (``torchrun``), every rank calls
+    ``fit`` with its own contiguous share of the training images (in rank order) and gets the
+    generator of all of them, the same on every rank: sums over images (means, Gram matrices,
+    the scale fit, the convex fits' solver) are all-reduced, eigendecompositions run on rank 0,
+    random draws index all images. Only rank 0 writes the checkpoint; each rank writes its
+    training outputs beside it (``<checkpoint>.rows<start>-<stop>.stage<k>``), so a resume needs the same
+    number of processes (and a folder all ranks see).
     """
 
     def __init__(self, layers=4, rank="auto", lam=3e-5, n_patterns=16, n_patches=10000, activation="gated",
-                 tol=1e-2, max_iter=5000, seed=0, device="cpu", data=""):
+                 tol=1e-2, max_iter=5000, seed=0, device="cpu", data="", distributed=False):
         self.layers = check_positive_int(layers, "layers")
         if layers > MAX_LAYERS:
             raise ValueError(f"layers={layers}: at most {MAX_LAYERS} ({stage_resolution(MAX_LAYERS)} px) are supported.")
@@ -303,54 +341,84 @@ class ProgressiveTrainer:
         if activation not in ("gated", "relu"):
             raise ValueError(f"activation must be 'gated' or 'relu', got {activation!r}.")
         self.tol, self.max_iter, self.seed = check_positive(tol, "tol"), check_positive_int(max_iter, "max_iter"), seed
-        self.device, self.data = device, data
+        self.device, self.data, self.distributed = device, data, distributed
+        if distributed and activation == "relu":
+            raise ValueError("distributed training needs activation='gated': the ReLU cones are not sharded.")
 
     def config(self):
         """What the trained generator depends on (the device does not)."""
         return {k: getattr(self, k) for k in ("layers", "rank", "lam", "n_patterns", "n_patches",
                                               "activation", "tol", "max_iter", "seed", "data")}
 
-    def real_pyramid(self, images):
-        """uint8 (N, R, R, C) with R = 4 * 2^layers -> float images (N, C, r_k, r_k) per stage."""
-        images = np.asarray(images)
-        final = stage_resolution(self.layers)
-        if images.ndim != 4 or images.shape[1:3] != (final, final) or images.shape[3] not in (1, 3):
-            raise ValueError(f"images must be uint8 (N, {final}, {final}, 1 or 3) for layers={self.layers}, "
-                             f"got shape {images.shape}: load them at resolution {final}.")
-        if len(images) < 2:
-            raise ValueError(f"need at least 2 training images, got {len(images)}.")
-        x = as_images(images, "images")
+    def real_pyramid(self, images, shard=None):
+        """uint8 (N, R, R, C) with R = 4 * 2^layers -> float images (N, C, r_k, r_k) per stage.
+        ``shard``: where these images sit among all ranks' (a ``RowShard``; default: all here)."""
+        shard = shard or RowShard(len(images), sharded=False)
+        with agree("checking its images") if shard.sharded else nullcontext():
+            images = np.asarray(images)
+            final = stage_resolution(self.layers)
+            if images.ndim != 4 or images.shape[1:3] != (final, final) or images.shape[3] not in (1, 3):
+                raise ValueError(f"images must be uint8 (N, {final}, {final}, 1 or 3) for layers={self.layers}, "
+                                 f"got shape {images.shape}: load them at resolution {final}.")
+            if shard.sharded and len(images) == 0:
+                raise ValueError(f"this rank has no images: run at most {shard.total} processes.")
+            x = as_images(images, "images") if len(images) else None
+        if shard.total < 2:
+            raise ValueError(f"need at least 2 training images, got {shard.total}.")
         pyramid = [x]
         for _ in range(self.layers - 1):
             pyramid.append(F.avg_pool2d(pyramid[-1], 2))
         return pyramid[::-1]
 
     def fit(self, images, checkpoint=None, on_stage=None):
-        """Train on uint8 images (N, R, R, C); resumes from ``checkpoint`` when it holds a
-        partial run of the same configuration. ``on_stage(k, generator, seconds, info)`` is called
-        after each stage (sample grids, logs). Returns the generator."""
-        reals = self.real_pyramid(images)
+        """Train on uint8 images (N, R, R, C) (with ``distributed``, this rank's share); resumes
+        from ``checkpoint`` when it holds a partial run of the same configuration.
+        ``on_stage(k, generator, seconds, info)`` is called after each stage, on rank 0 only
+        (sample grids, logs). Returns the generator."""
+        shard = RowShard(len(images), self.distributed)
+        reals = self.real_pyramid(images, shard)
+        first = rank_and_size()[0] == 0
         generator, outputs = ProgressiveGenerator(), None
-        if checkpoint is not None and Path(checkpoint).is_file():
-            generator, config, outputs = load_checkpoint(checkpoint)
+        saved = computed_on_first_rank(_saved_run, checkpoint)  # rank 0 reads; every rank gets it
+        if saved is not None:
+            generator, config, outputs = saved
             if config != self.config():
                 raise ValueError(f"checkpoint {checkpoint} was trained with {config}, not {self.config()}: "
                                  "pass another --checkpoint or the same options.")
             if len(generator.stages) == self.layers:
                 log.info("checkpoint %s already holds all %d stages", checkpoint, self.layers)
                 return generator
+            if outputs is not None:  # written by one process: this rank's rows of them
+                outputs = outputs[shard.start:shard.stop]
+            elif shard.sharded:
+                with agree("reading its training outputs"):
+                    outputs = _load_rows(checkpoint, shard, len(generator.stages))
+            else:
+                raise ValueError(f"checkpoint {checkpoint} was written by a distributed run, whose ranks keep "
+                                 "their training outputs beside it: resume it with torchrun and as many processes.")
             log.info("resuming after stage %d of %d from %s", len(generator.stages), self.layers, checkpoint)
         for k in range(len(generator.stages) + 1, self.layers + 1):
             start = time.perf_counter()
-            stage, outputs, info = self._fit_stage(k, reals[k - 1], outputs)
+            stage, outputs, info = self._fit_stage(k, reals[k - 1], outputs, shard)
             generator.stages.append(stage)
             seconds = time.perf_counter() - start
             log.info("stage %d (%d px): %.1f s, kept rank %d, lam %.3g%s", k, stage.shape[-1], seconds,
                      stage.noise_dim, info["svt_lam"],
                      f", fit gap {info['fit'].gap:.2g}, {info['fit'].n_neurons} neurons" if "fit" in info else "")
-            if checkpoint is not None:
-                save_checkpoint(checkpoint, generator, self.config(), outputs if k < self.layers else None)
-            if on_stage is not None:
+            unfinished = k < self.layers
+            if checkpoint is not None and shard.sharded:
+                # each rank's outputs of stage k, then the checkpoint, then the outputs of stage k - 1
+                # go: a run stopped anywhere in between still resumes from one of the two
+                if unfinished:
+                    with agree("writing its training outputs"):
+                        save_state(_rows_path(checkpoint, shard, k), {"outputs": outputs})
+                with agree("writing the checkpoint"):
+                    if first:
+                        save_checkpoint(checkpoint, generator, self.config())
+                _rows_path(checkpoint, shard, k - 1).unlink(missing_ok=True)
+            elif checkpoint is not None:
+                save_checkpoint(checkpoint, generator, self.config(), outputs if unfinished else None)
+            if on_stage is not None and first:
                 on_stage(k, generator, seconds, info)
         return generator.eval()
 
@@ -358,12 +426,14 @@ class ProgressiveTrainer:
         """The kept rank of stage k (1-based) on ``n_train`` images."""
         return max(1, min(64, n_train // 8)) if self.rank == "auto" else self.rank[k - 1]
 
-    def _fit_stage(self, k, real, previous):
-        """Stage k from real images (N, C, r, r) and the previous stage's training outputs."""
-        N, C, r, _ = real.shape
+    def _fit_stage(self, k, real, previous, shard):
+        """Stage k from real images (N, C, r, r) and the previous stage's training outputs (this
+        rank's, at rows ``shard``)."""
+        _, C, r, _ = real.shape
+        N = shard.total
         rank = self.stage_rank(k, N)
         if previous is None:
-            mean, factor, noise, lam = _closed_form(real.flatten(1), rank, self.device)
+            mean, factor, noise, lam = _closed_form(real.flatten(1), rank, shard, self.device)
             stage = GaussianStage(C, r, len(factor), N)
             stage.mean.copy_(mean)
             stage.factor.copy_(factor)
@@ -372,67 +442,79 @@ class ProgressiveTrainer:
         targets = _windows(real - base).transpose(1, 2)  # (N, r^2/4, 16C)
         features = patch_features(previous)
         generator = torch.Generator().manual_seed(self.seed + k)
-        pick = torch.randperm(features.shape[0] * features.shape[1], generator=generator)[:self.n_patches]
+        pick = torch.randperm(N * features.shape[1], generator=generator)[:self.n_patches]  # of all images' patches
+        _, pick = shard.local(pick, features.shape[1])
         network = fit_relu_generator(
             features.flatten(0, 1)[pick].double().numpy(), targets.flatten(0, 1)[pick].double().numpy(),
             lam=self.lam, n_patterns=self.n_patterns, activation=self.activation, tol=self.tol,
             max_iter=self.max_iter, seed=self.seed + k, progress=True, device=self.device,
-            dtype="float32" if str(self.device).startswith("cuda") else "float64")
+            dtype="float32" if str(self.device).startswith("cuda") else "float64", distributed=shard.sharded)
         stage = RefineStage(C, r // 2, rank, N, network.hidden.weight.shape[0], self.activation)
         stage.network.load_state_dict(network.float().state_dict())
         with torch.no_grad():
-            detail, scale, noise, lam = self._fit_residual(stage, real, previous, generator)
-            _match_band_energy(stage, detail, scale, real, generator)
+            detail, scale, noise, lam = self._fit_residual(stage, real, previous, generator, shard)
+            _match_band_energy(stage, detail, scale, real, generator, shard)
             outputs = detail + stage.mean.reshape(stage.shape)
-            for rows, z in zip(torch.arange(N).split(256), noise.split(256)):  # what forward gives, in place
+            for rows, z in zip(torch.arange(len(real)).split(256), noise.split(256)):  # what forward gives, in place
                 outputs[rows] += scale[rows] * stage.standardized_residual(z)
         return stage, outputs, {"svt_lam": lam, "fit": network.certificate}
 
-    def _fit_residual(self, stage, real, previous, generator, n_samples=300_000):
+    def _fit_residual(self, stage, real, previous, generator, shard, n_samples=300_000):
         """The residual model of a refine stage whose network is fitted: mean, local scale (least
         squares of |E - m| on ``n_samples`` random pixels per channel), the SVT of the standardized
-        residual, and its marginals. Returns the stage's conditional mean and scale on the training
-        inputs (N, C, 2r, 2r), the training noise (N, rank) and the SVT's lam."""
-        N, C, r, _ = real.shape
+        residual, and its marginals, from the images of all ranks (this rank's: ``real`` and
+        ``previous``, at rows ``shard``). Returns the stage's conditional mean and scale on this
+        rank's training inputs (N, C, 2r, 2r), their training noise (N, rank) and the SVT's lam."""
+        _, C, r, _ = real.shape
+        N = shard.total
         details, magnitudes, contrasts = zip(*[stage.scale_features(chunk) for chunk in previous.split(256)])
         detail = torch.cat(details)
         residual = real - detail
-        mean = residual.mean(0)
+        mean = shard.sum(residual.sum(0)) / N
         deviation = residual - mean
         magnitude, contrast = torch.cat(magnitudes), torch.cat(contrasts)
-        pick = torch.randint(N * r * r, (n_samples,), generator=generator)
-        for c in range(C):
-            design = torch.stack([torch.ones(n_samples), magnitude[:, c].flatten()[pick], contrast[:, c].flatten()[pick]], 1)
-            target = deviation[:, c].flatten()[pick].abs()
-            stage.scale_coef[c] = torch.linalg.lstsq(design.double(), target[:, None].double()).solution[:, 0]
-        stage.scale_floor.fill_(0.2 * float(deviation.abs().mean()))  # where the fit would reach 0
+        _, pick = shard.local(torch.randint(N * r * r, (n_samples,), generator=generator), r * r)
+        for c in range(C):  # least squares by the normal equations: 3 x 3, summed over ranks
+            design = torch.stack([torch.ones(len(pick)), magnitude[:, c].flatten()[pick],
+                                  contrast[:, c].flatten()[pick]], 1).double()
+            target = deviation[:, c].flatten()[pick].abs().double()
+            gram, moment = shard.sum(design.T @ design, design.T @ target)
+            stage.scale_coef[c] = torch.linalg.solve(gram, moment)
+        # where the fit would reach 0
+        stage.scale_floor.fill_(0.2 * float(shard.sum(deviation.abs().sum().double())) / (N * deviation[0].numel()))
         scale = stage.local_scale(magnitude, contrast)
         standardized = deviation / scale
         del magnitude, contrast, magnitudes, contrasts, details
-        stage.residual_std.copy_(standardized.std(0).clamp_min(1e-8))
+        centre = shard.sum(standardized.sum(0)) / N  # the per-pixel std over all images, in two passes
+        spread = shard.sum((standardized - centre).square().sum(0)) / (N - 1)
+        stage.residual_std.copy_(spread.sqrt().clamp_min(1e-8))
         values = (standardized / stage.residual_std).transpose(0, 1).flatten(1)  # (C, N r^2)
-        stage.quantiles.copy_(torch.quantile(values[:, torch.randint(values.shape[1], (n_samples,), generator=generator)],
-                                             QUANTILE_LEVELS, dim=1).T)
-        _, factor, noise, lam = _closed_form(standardized.flatten(1), stage.noise_dim, self.device)
+        here, pick = shard.local(torch.randint(N * r * r, (n_samples,), generator=generator), r * r)
+        sample = torch.zeros(C, n_samples, dtype=values.dtype)
+        sample[:, here] = values[:, pick]
+        stage.quantiles.copy_(torch.quantile(shard.sum(sample), QUANTILE_LEVELS, dim=1).T)
+        _, factor, noise, lam = _closed_form(standardized.flatten(1), stage.noise_dim, shard, self.device)
         stage.mean.copy_(mean.flatten())
         stage.factor = factor  # the kept rank may be below the requested one
         stage.noise_std.copy_((factor.square().sum(0) / N).sqrt().reshape(stage.shape).clamp_min(1e-12))
         return detail, scale, noise, lam
 
 
-def _match_band_energy(stage, detail, scale, real, generator, n=512):
+def _match_band_energy(stage, detail, scale, real, generator, shard, n=512):
     """Scale a fitted refine stage's noise (its ``residual_std``) so that the finest Laplacian band
     of its samples on the first ``n`` training inputs has the real images' energy: the SVT keeps
     only the top directions of the residual, and detail spread over the rest would be lost.
     ``detail``, ``scale`` (N, C, 2r, 2r) are the stage's conditional mean and scale on its
-    training inputs, ``real`` the real images they stand for."""
-    n = min(n, len(real))
-    noise = scale[:n] * stage.standardized_residual(torch.randn(n, stage.noise_dim, generator=generator))
-    fixed = detail[:n] + stage.mean.reshape(stage.shape)
-    band_fixed, band_noise, band_real = (laplacian_pyramid(x, x.shape[-1] // 2)[0] for x in (fixed, noise, real[:n]))
+    training inputs, ``real`` the real images they stand for (this rank's, at rows ``shard``)."""
+    n = min(n, shard.total)
+    draws = torch.randn(n, stage.noise_dim, generator=generator)  # for the first n images of all ranks
+    mine = slice(0, max(0, min(shard.stop, n) - shard.start))
+    noise = scale[mine] * stage.standardized_residual(draws[shard.start:shard.start + mine.stop])
+    fixed = detail[mine] + stage.mean.reshape(stage.shape)
+    band_fixed, band_noise, band_real = (laplacian_pyramid(x, x.shape[-1] // 2)[0] for x in (fixed, noise, real[mine]))
     # |band(fixed + g noise)|^2 = |band(real)|^2: a g^2 + 2 b g + c = 0
-    a, b = band_noise.square().sum(), (band_fixed * band_noise).sum()
-    c = band_fixed.square().sum() - band_real.square().sum()
+    a, b, c = shard.sum(torch.stack([band_noise.square().sum(), (band_fixed * band_noise).sum(),
+                                     band_fixed.square().sum() - band_real.square().sum()]).double())
     gain = (-b + (b * b - a * c).clamp_min(0).sqrt()) / a
     stage.residual_std *= gain.clamp_min(0)
 

@@ -8,9 +8,13 @@ import argparse
 import json
 import logging
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
+
+from convexgan.distributed import init_from_environment, is_distributed, shard_rows
 
 log = logging.getLogger("convexgan.cli")
 
@@ -40,6 +44,27 @@ def device(name):
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda, but torch sees no GPU: use --device cpu (or auto).")
     return name
+
+
+@contextmanager
+def process_group():
+    """Join the process group that torchrun (or SLURM) describes in the environment, if any;
+    yields ``(rank, world_size)``, ``(0, 1)`` for a plain run. Ranks other than 0 log warnings
+    only; the group is left at the end."""
+    rank, world = init_from_environment()
+    if rank > 0:
+        logging.getLogger().setLevel(logging.WARNING)
+    try:
+        yield rank, world
+    finally:
+        if is_distributed():
+            dist.destroy_process_group()
+
+
+def this_rank_rows(array):
+    """This rank's contiguous share of the rows of ``array`` (all of them in a plain run)."""
+    rows = shard_rows(len(array))
+    return array[rows.start:rows.stop]
 
 
 def write_metrics(path, figures):

@@ -7,6 +7,11 @@ then $CONVEXGAN_DATA/celeba); when it is absent the script says so and trains on
 faces that ship with scikit-image. The last --holdout fraction of the images (file-name order)
 is left out for scripts/eval_gan.py. Writes a sample grid per stage to --out-dir and the generator
 to --checkpoint; a rerun with the same options resumes after the last finished stage.
+
+Across processes (one node, or several: see the README), each rank training on its share of
+the images and rank 0 writing the files:
+
+    torchrun --standalone --nproc-per-node 2 scripts/train_celeba.py --layers 4
 """
 import json
 import logging
@@ -63,14 +68,19 @@ def train(args):
     if not 1 <= args.layers <= MAX_LAYERS:
         raise ValueError(f"--layers must be between 1 and {MAX_LAYERS} (resolution 8 to "
                          f"{stage_resolution(MAX_LAYERS)} px), got {args.layers}.")
+    with common.process_group() as (_, world):
+        _train(args, world)
+
+
+def _train(args, world):
     device = common.device(args.device)
     data = face_dataset(args.dataset, args.data_root, stage_resolution(args.layers), args.holdout, args.limit)
     trainer = ProgressiveTrainer(layers=args.layers, rank=args.rank, lam=args.lam, n_patterns=args.n_patterns,
                                  n_patches=args.patches, tol=args.tol, max_iter=args.max_iter,
                                  activation=args.activation, seed=args.seed, device=device,
-                                 data=data.description)
-    log.info("training on %s: %d images (%d held out), %d x %d x %d, device %s", data.description,
-             len(data.train), len(data.test), *data.train.shape[1:], device)
+                                 data=data.description, distributed=world > 1)
+    log.info("training on %s: %d images (%d held out), %d x %d x %d, device %s, %d process%s", data.description,
+             len(data.train), len(data.test), *data.train.shape[1:], device, world, "es" if world > 1 else "")
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = Path(args.checkpoint).stem
@@ -83,7 +93,7 @@ def train(args):
                         "rank": generator.stages[-1].noise_dim})
         log.info("stage %d grid: %s", k, grid)
 
-    generator = trainer.fit(data.train, checkpoint=args.checkpoint, on_stage=on_stage)
+    generator = trainer.fit(common.this_rank_rows(data.train), checkpoint=args.checkpoint, on_stage=on_stage)
     log.info("generator: %s (%d stages, %d px); stages this run: %s", args.checkpoint, len(generator.stages),
              generator.resolution, json.dumps(timings))
 

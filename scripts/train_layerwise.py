@@ -8,6 +8,10 @@
 CIFAR10 root; --dataset folder any ImageFolder layout with train/ and test/ (grey or RGB, any
 size). Prints a per-stage table of train and test accuracy, writes it to --metrics-out as JSON,
 and checkpoints every stage atomically to --checkpoint; a rerun with the same options resumes.
+
+Across processes, each rank training on its share of the images and rank 0 writing the files:
+
+    torchrun --standalone --nproc-per-node 2 scripts/train_layerwise.py --dataset cifar10
 """
 import logging
 import sys
@@ -47,6 +51,11 @@ def build_parser():
 
 
 def train(args):
+    with common.process_group() as (rank, world):
+        _train(args, rank, world)
+
+
+def _train(args, rank, world):
     stages = args.stages or len(args.widths)
     widths = args.widths if len(args.widths) == stages else (args.widths + [args.widths[-1]] * stages)[:stages]
     device = common.device(args.device)
@@ -57,11 +66,14 @@ def train(args):
         X_train, y_train = np.concatenate([X_train, X_train[:, :, ::-1]]), np.concatenate([y_train, y_train])
     model = LayerwiseConvexClassifier(widths=widths, n_patterns=args.n_patterns, lam=args.lam, tol=args.tol,
                                       whiten_eps=args.whiten_eps or None,
-                                      max_iter=args.max_iter, seed=args.seed, device=device)
-    log.info("%s: %d train / %d test images of %s, %d classes; blocks %s", args.dataset, len(X_train),
-             len(data.X_test), "x".join(map(str, data.X_train.shape[1:])), len(data.classes), widths)
+                                      max_iter=args.max_iter, seed=args.seed, device=device, distributed=world > 1)
+    log.info("%s: %d train / %d test images of %s, %d classes; blocks %s; %d process%s", args.dataset, len(X_train),
+             len(data.X_test), "x".join(map(str, data.X_train.shape[1:])), len(data.classes), widths, world,
+             "es" if world > 1 else "")
     checkpoint = args.checkpoint or f"checkpoints/layerwise_{args.dataset}.pt"
-    model.fit(X_train, y_train, data.X_test, data.y_test, checkpoint=checkpoint)
+    model.fit(*map(common.this_rank_rows, (X_train, y_train, data.X_test, data.y_test)), checkpoint=checkpoint)
+    if rank > 0:
+        return
     print(f"\n{'stage':>5s} {'neurons':>8s} {'kept':>6s} {'gap':>9s} {'train':>7s} {'test':>7s} {'seconds':>8s}")
     for s in model.stages_:
         print(f"{s['stage']:5d} {s['neurons']:8d} {s['kept']:6d} {s['certificate']['gap']:9.2e} "

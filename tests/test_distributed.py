@@ -1,16 +1,22 @@
 """Row sharding over torch.distributed: 2 gloo ranks on this machine against one process."""
 import datetime
 import multiprocessing
+import os
+import subprocess
+import sys
 import time
 import traceback
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
 
-from convexgan.distributed import agree, computed_on_first_rank, shard_rows
+from convexgan.data import data_root, face_dataset
+from convexgan.distributed import RowShard, agree, computed_on_first_rank, shard_rows
 from convexgan.models import ConvexReLU, ConvexReLUClassifier
+from layerwise.progressive import ProgressiveTrainer, load_checkpoint
 from convexgan.svt import GramAccumulator, svt_factor
 
 pytestmark = pytest.mark.slow  # each test spawns two ranks that import torch (about 8 s)
@@ -178,3 +184,82 @@ def nan_in_a_fit(rank, world, X):
 def test_a_nan_on_one_rank_stops_every_rank_of_a_fit(tmp_path):
     X = np.random.default_rng(2).standard_normal((40, 3))
     assert_nan_on_rank_one_stops_both(nan_in_a_fit, X, tmp_path, "checking its rows")
+
+
+OLIVETTI = data_root() / "olivetti" / "olivettifaces.mat"
+needs_olivetti = pytest.mark.skipif(not OLIVETTI.is_file(), reason="Olivetti faces not present")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def olivetti_trainer(distributed):
+    return ProgressiveTrainer(layers=2, n_patches=3000, seed=4, distributed=distributed)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def interrupted_then_resumed(rank, world, checkpoint):
+    """Both ranks stop at stage 2 (as a killed job would, after stage 1's files), then resume."""
+    images = face_dataset("olivetti", resolution=16).train
+    rows = shard_rows(len(images), rank, world)
+    trainer = olivetti_trainer(True)
+    fit_stage = trainer._fit_stage
+
+    def stop_at_stage_two(k, *args):
+        if k == 2:
+            raise Interrupted
+        return fit_stage(k, *args)
+    trainer._fit_stage = stop_at_stage_two
+    with pytest.raises(Interrupted):
+        trainer.fit(images[rows.start:rows.stop], checkpoint=checkpoint)
+    kept = sorted(p.name for p in Path(checkpoint).parent.iterdir())
+    generator = olivetti_trainer(True).fit(images[rows.start:rows.stop], checkpoint=checkpoint)
+    return kept, generator.sample(64, seed=1)
+
+
+@needs_olivetti
+def test_a_distributed_face_trainer_resumes_and_matches_one_process(tmp_path):
+    checkpoint = tmp_path / "run" / "olivetti.pt"
+    results = run_ranks(interrupted_then_resumed, checkpoint, tmp_path, timeout=240)
+    for rank in (0, 1):
+        assert results[rank][0] == "ok", results[rank][1]
+    kept = results[0][1][0]  # after stage 1: rank 0's checkpoint, each rank's outputs
+    assert kept == ["olivetti.pt", "olivetti.pt.rows0-180.stage1", "olivetti.pt.rows180-360.stage1"]
+    assert sorted(p.name for p in checkpoint.parent.iterdir()) == ["olivetti.pt"]  # outputs gone when done
+    single = olivetti_trainer(False).fit(face_dataset("olivetti", resolution=16).train)
+    expected = single.sample(64, seed=1)
+    for rank in (0, 1):
+        np.testing.assert_allclose(results[rank][1][1], expected, rtol=0, atol=1e-4)
+    np.testing.assert_array_equal(results[0][1][1], results[1][1][1])
+
+
+@needs_olivetti
+def test_torchrun_trains_the_olivetti_generator_of_one_process(tmp_path):
+    """The README's command on 2 processes: it finishes, writes each file once, and its samples
+    are the single process's."""
+    def train(out, launcher):
+        command = [*launcher, str(ROOT / "scripts" / "train_celeba.py"), "--layers", "2", "--dataset", "olivetti",
+                   "--checkpoint", str(out / "olivetti.pt"), "--out-dir", str(out)]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stderr
+    log = train(tmp_path / "two", [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                   "--nproc-per-node", "2"])
+    train(tmp_path / "one", [sys.executable])
+    assert "2 processes" in log and log.count("stage 2 grid") == 1  # rank 0 alone logs and writes
+    for out in ("one", "two"):
+        assert sorted(p.name for p in (tmp_path / out).iterdir()) == [
+            "olivetti.pt", "olivetti_stage1_8px.png", "olivetti_stage2_16px.png"]
+    samples = [load_checkpoint(tmp_path / out / "olivetti.pt")[0].sample(256, seed=2) for out in ("one", "two")]
+    np.testing.assert_allclose(samples[1], samples[0], rtol=0, atol=1e-4)
+
+
+def test_row_shard_of_one_process_holds_every_row():
+    shard = RowShard(7, sharded=True)  # no process group: one process holds all rows
+    assert (shard.sharded, shard.start, shard.stop, shard.total) == (False, 0, 7, 7)
+    here, local = shard.local(torch.tensor([3, 20, 0]), per_row=3)
+    assert here.tolist() == [True, True, True] and local.tolist() == [3, 20, 0]
+    partial = torch.ones(2)
+    assert shard.sum(partial) is partial and partial.tolist() == [1, 1]

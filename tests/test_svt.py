@@ -117,6 +117,20 @@ def test_factors_from_either_gram_matrix_give_the_closed_form(shape):
         np.testing.assert_allclose(Q @ (Q.T @ X), X @ np.linalg.pinv(B) @ B, atol=1e-8 * np.abs(X).max())
 
 
+@pytest.mark.parametrize("shape", [(60, 12), (12, 60)])
+def test_the_factors_signs_do_not_depend_on_the_gram_matrix_decomposed(shape):
+    """svt_factors (X X^T for wide X) and svt_basis (X^T X, the matrix summed over ranks) give the
+    same B, signs included, so that a generator's samples for a seed are the same."""
+    from convexgan.svt import svt_basis, svt_factors
+    X = np.random.default_rng(5).standard_normal(shape) * np.linspace(3, 0.1, shape[1])
+    Q, B, lam = svt_factors(X, rank=4)
+    Vt, s, kept, lam_gram = svt_basis(X.T @ X, rank=4)
+    assert lam_gram == pytest.approx(lam, rel=1e-9)
+    np.testing.assert_allclose(np.sqrt(kept)[:, None] * Vt, B, atol=1e-9 * np.abs(B).max())
+    np.testing.assert_allclose(X @ Vt.T / s, Q, atol=1e-9)
+    assert (B[np.arange(4), np.abs(B).argmax(1)] > 0).all()  # the largest entry of each row is positive
+
+
 @pytest.mark.parametrize("engine", ["numpy", "torch"])
 def test_torch_tensors_give_the_numpy_result_in_their_own_kind(engine, monkeypatch):
     """CPU tensors are computed by NumPy; "torch" is the path of a CUDA tensor without CuPy
