@@ -86,8 +86,8 @@ class Loss:
             if g.abs().max() <= 1e-15:
                 break
             direction = torch.linalg.lstsq(self.intercept_hessian(Z + b, Y), g[:, None]).solution[:, 0]
-            f0, step = float(self.value(Z + b, Y)), 1.0
-            while float(self.value(Z + b - step * direction, Y)) > f0 - 0.25 * step * float(g @ direction) and step > 1e-10:
+            f0, step = self.value(Z + b, Y), 1.0
+            while self.value(Z + b - step * direction, Y) > f0 - 0.25 * step * (g @ direction) and step > 1e-10:
                 step *= 0.5
             if step <= 1e-10:
                 break
