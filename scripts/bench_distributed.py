@@ -1,7 +1,7 @@
 """Sharded solves on torch.distributed: 1 process against several, on the same CIFAR-10 program.
 
     python scripts/bench_distributed.py                      # 1 and 2 processes, this machine's cores
-    python scripts/bench_distributed.py --processes 1,2,4 --n 10000
+    python scripts/bench_distributed.py --processes 1,2,4 --images 20000
 
 Problem (the same in every run): the first n/2 ``airplane`` and n/2 ``automobile`` training
 images (file-name order), averaged down to 16 x 16 (d = 768), standardized per feature; P = 8
@@ -49,7 +49,7 @@ def load_problem(n, root, size=16):
 def worker(args):
     """One rank: fit both solves on this rank's rows; rank 0 writes the figures to --json."""
     with common.process_group() as (rank, world):
-        X, y = load_problem(args.n, Path(args.data_root or data_root()) / "cifar10")
+        X, y = load_problem(args.images, Path(args.data_root or data_root()) / "cifar10")
         rows = shard_rows(len(X))
         figures = {}
         for name, (model_class, solver) in SOLVES.items():
@@ -72,7 +72,7 @@ def launch(processes, args, out):
     """The worker under torchrun with ``processes`` ranks; returns rank 0's figures."""
     threads = max(1, (os.cpu_count() or 1) // processes)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes),
-               __file__, "--worker", "--json", str(out), "--n", str(args.n), "--n-patterns", str(args.n_patterns),
+               __file__, "--worker", "--json", str(out), "--images", str(args.images), "--n-patterns", str(args.n_patterns),
                "--lam", str(args.lam), "--tol", str(args.tol)]
     if args.data_root:
         command += ["--data-root", args.data_root]
@@ -89,7 +89,7 @@ def bench(args):
         for processes in args.processes:
             runs[processes] = launch(processes, args, Path(folder) / f"{processes}.json")
     base = runs[args.processes[0]]["figures"]
-    print(f"problem: CIFAR-10 airplane/automobile, n={args.n}, d=768, P={args.n_patterns}, lam={args.lam}, "
+    print(f"problem: CIFAR-10 airplane/automobile, n={args.images}, d=768, P={args.n_patterns}, lam={args.lam}, "
           f"tol={args.tol}, {os.cpu_count()} cores")
     print(f"{'solve':18s} {'procs':>5s} {'threads':>7s} {'seconds':>8s} {'ratio':>6s} {'iters':>6s} "
           f"{'objective':>16s} {'gap':>8s} {'all-reduces':>11s} {'MB sent':>8s}")
@@ -108,7 +108,7 @@ def bench(args):
     print(f"\nFISTA per iteration: {f['all_reduces'] / f['iterations']:.1f} all-reduces, {per_iteration:.0f} "
           f"float64 values ({8 * per_iteration / 1e3:.1f} kB; the adjoint is d G c + c = {d * G * c + c})")
     single = base["logistic, FISTA"]
-    compute = single["seconds"] / single["iterations"] / args.n  # seconds per iteration per row, one process
+    compute = single["seconds"] / single["iterations"] / args.images  # seconds per iteration per row, one process
     rows, nodes = 1_200_000, 8
     ring = 2 * (nodes - 1) / nodes * 8 * per_iteration / (args.bandwidth_gbs * 1e9)
     latency = 2 * (nodes - 1) * args.latency_us * 1e-6 * f["all_reduces"] / f["iterations"]
@@ -120,7 +120,7 @@ def bench(args):
 def build_parser():
     parser = common.parser(__doc__)
     parser.add_argument("--processes", type=common.integers, default=[1, 2], help="process counts; the first is the base")
-    parser.add_argument("--n", type=int, default=10000, help="rows (images), half per class")
+    parser.add_argument("--images", type=int, default=10000, help="rows n, half per class (not --n: torchrun would take it)")
     parser.add_argument("--n-patterns", type=int, default=8)
     parser.add_argument("--lam", type=float, default=1e-3)
     parser.add_argument("--tol", type=float, default=1e-6)

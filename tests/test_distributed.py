@@ -16,6 +16,7 @@ import torch.distributed as dist
 from convexgan.data import data_root, face_dataset
 from convexgan.distributed import RowShard, agree, computed_on_first_rank, shard_rows
 from convexgan.models import ConvexReLU, ConvexReLUClassifier
+from layerwise.classifier import LayerwiseConvexClassifier
 from layerwise.progressive import ProgressiveTrainer, load_checkpoint
 from convexgan.svt import GramAccumulator, svt_factor
 
@@ -263,3 +264,36 @@ def test_row_shard_of_one_process_holds_every_row():
     assert here.tolist() == [True, True, True] and local.tolist() == [3, 20, 0]
     partial = torch.ones(2)
     assert shard.sum(partial) is partial and partial.tolist() == [1, 1]
+
+
+def digits_block():
+    from sklearn.datasets import load_digits
+    X, y = load_digits(return_X_y=True)
+    return X[:401].reshape(-1, 1, 8, 8) / 16.0, y[:401]
+
+
+def digits_model(distributed):
+    return LayerwiseConvexClassifier(widths=(6,), max_iter=20000, tol=1e-8, dtype="float64", distributed=distributed)
+
+
+def sharded_layerwise_fit(rank, world, checkpoint):
+    X, y = digits_block()
+    rows = shard_rows(len(X), rank, world)
+    model = digits_model(True).fit(X[rows.start:rows.stop], y[rows.start:rows.stop], checkpoint=checkpoint)
+    return model.stages_[0], model.decision_function(X), sorted(p.name for p in Path(checkpoint).parent.iterdir())
+
+
+def test_a_sharded_layerwise_block_is_the_single_process_block(tmp_path):
+    checkpoint = tmp_path / "run" / "digits.pt"
+    results = run_ranks(sharded_layerwise_fit, checkpoint, tmp_path, timeout=240)
+    for rank in (0, 1):
+        assert results[rank][0] == "ok", results[rank][1]
+    single = digits_model(False).fit(*digits_block())
+    expected = single.stages_[0]
+    (stage, scores, files), (other_stage, other_scores, _) = results[0][1], results[1][1]
+    assert stage["certificate"]["gap"] <= 1e-8 and files == ["digits.pt"]
+    assert stage["certificate"]["primal"] == pytest.approx(expected["certificate"]["primal"], rel=1e-6)
+    assert stage["train_accuracy"] == expected["train_accuracy"] and stage["neurons"] == expected["neurons"]
+    np.testing.assert_allclose(scores, single.decision_function(digits_block()[0]), rtol=0, atol=1e-4)
+    np.testing.assert_array_equal(scores, other_scores)  # the same network on every rank
+    assert stage["certificate"] == other_stage["certificate"]

@@ -10,7 +10,7 @@ from PIL import Image
 from convexgan.data import data_root
 
 SCRIPTS = ["train_celeba", "sample", "eval_gan", "train_layerwise", "regularization_path", "bench_solver",
-           "bench_gan", "bench_layerwise", "adelie_worker"]
+           "bench_gan", "bench_layerwise", "bench_distributed", "adelie_worker"]
 CIFAR10 = data_root() / "cifar10" / "train" / "airplane"
 
 
@@ -88,6 +88,17 @@ def test_regularization_path_writes_its_plot(tmp_path, capsys):
     assert script("regularization_path").main(["--n-lams", "3", "--n-patterns", "8", "--out", str(out)]) == 0
     assert Image.open(out).size[0] > 100
     assert len(capsys.readouterr().out.splitlines()) == 1 + 3 + 1  # header, one row per lam, "wrote"
+
+
+@pytest.mark.slow  # two torchrun launches
+@pytest.mark.skipif(not CIFAR10.is_dir(), reason="CIFAR-10 not present")
+def test_distributed_benchmark_runs_one_and_two_processes_on_the_same_program(capsys):
+    assert script("bench_distributed").main(["--images", "200", "--n-patterns", "4", "--tol", "1e-6"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith(("squared", "logistic"))]
+    assert [row[2] for row in rows] == ["1", "2", "1", "2"]  # process counts
+    for one, two in (rows[:2], rows[2:]):
+        assert float(two[7]) == pytest.approx(float(one[7]), rel=1e-6)  # the same optimum
+        assert float(one[8]) <= 1e-6 and float(two[8]) <= 1e-6 and int(one[9]) == 0 < int(two[9])
 
 
 @pytest.mark.skipif(not CIFAR10.is_dir(), reason="CIFAR-10 not present")
