@@ -280,6 +280,10 @@ def sharded_layerwise_fit(rank, world, checkpoint):
     X, y = digits_block()
     rows = shard_rows(len(X), rank, world)
     model = digits_model(True).fit(X[rows.start:rows.stop], y[rows.start:rows.stop], checkpoint=checkpoint)
+    resumed = digits_model(True).fit(X[rows.start:rows.stop], y[rows.start:rows.stop], checkpoint=checkpoint)
+    untimed = [[{k: v for k, v in stage.items() if k != "seconds"} for stage in m.stages_] for m in (resumed, model)]
+    assert untimed[0] == untimed[1]  # read from rank 0's checkpoint (its timing): no block is fitted again
+    np.testing.assert_array_equal(resumed.decision_function(X), model.decision_function(X))
     return model.stages_[0], model.decision_function(X), sorted(p.name for p in Path(checkpoint).parent.iterdir())
 
 
