@@ -145,15 +145,25 @@ class ConvexProgram:
     def refine_dual_norms(self, Theta, norms):
         """Dual norms with the best multipliers for Theta, ``min_{mu >= 0} ||X^T (s D Theta - (2D - I) mu)||``
         by non-negative least squares, for the groups (and outputs) whose norm exceeds lam."""
-        X = self.X.double().cpu().numpy()
         image = self.loss_image_grad(Theta).double().cpu().numpy()
-        cone_signs = self.cone_signs.double().cpu().numpy()
         norms = norms.clone()
         for g, k in torch.nonzero(norms > self.penalty.lam).tolist():
-            B = X.T * cone_signs[:, g]
-            _, residual = nnls(B, X.T @ image[:, g, k], maxiter=50 * X.shape[0])
-            norms[g, k] = min(float(norms[g, k]), residual)
+            norms[g, k] = min(float(norms[g, k]), self.cone_dual(image[:, g, k], g)[0])
         return norms
+
+    def cone_dual(self, image, g):
+        """The dual norm of group g under its cone ``K = {u : (2 D_g - I) X u >= 0}`` for the column
+        ``image = s_g D_g Theta_k`` (n,) of ``loss_image_grad``: ``max_{u in K, ||u|| <= 1} -<X^T image, u>``,
+        the rate at which a neuron of this pattern and sign lowers the Lagrangian, and the unit u
+        attaining it (zero when the maximum is 0). By Moreau, ``Pi_K(-v) = G^T mu - v`` with
+        ``v = X^T image``, ``G = (2 D_g - I) X`` and mu the non-negative least squares solution
+        of ``min_{mu >= 0} ||G^T mu - v||``. Returns ``(norm, u)``, u a NumPy (d,) array."""
+        X = self.X.double().cpu().numpy()
+        v = X.T @ image
+        B = X.T * self.cone_signs[:, g].double().cpu().numpy()
+        mu, norm = nnls(B, v, maxiter=50 * X.shape[0])
+        direction = B @ mu - v
+        return norm, direction / norm if norm > 0 else direction
 
     def project_cones(self, W):
         """Project every group W[:, g, k] onto its cone {u : (2 D_g - I) X u >= 0}: by Moreau,

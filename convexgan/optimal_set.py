@@ -1,0 +1,200 @@
+"""The optimal set of two-layer ReLU networks: certify any network, prune it to at most n neurons.
+
+For a network ``f(x) = sum_j a_j (w_j^T x)_+ + b`` (``TwoLayerReLU``, any width, trained any way)
+and data X (n, d), y, the objective is the one ``ConvexReLU`` minimizes,
+
+    F(f(X), y) + lam/2 (||W1||_F^2 + ||W2||_F^2),
+
+whose global optimum over all widths is the optimum of the convex program over every activation
+pattern of X (Pilanci & Ergen 2020). ``certify_network`` bounds it from below by the dual of that
+program (Wang, Lacotte & Pilanci, ICLR 2022; Mishkin & Pilanci, ICML 2023): at the network's
+predictions (intercept re-fitted), Theta = grad F is scaled into the dual ball, each pattern's
+dual norm taken under its cone exactly (non-negative least squares); the patterns are all those
+of X, enumerated exactly (small data), so the bound holds against every network. The pattern and
+direction with the largest dual norm is the neuron that would most improve the network: when
+that norm exceeds lam, adding it with a small weight lowers the objective.
+
+``prune`` removes neurons without changing the predictions on X and without raising the
+objective (Caratheodory's theorem): while the neurons' contributions to the predictions are
+linearly dependent, a combination c of them that sums to zero is subtracted, scaled so that one
+neuron vanishes, with the sign that does not raise the weight penalty. At most n c neurons stay
+(n rows, c outputs), each balanced (``||w_j|| = ||a_j||``, where the penalty equals
+``lam sum_j ||w_j|| ||a_j||``): an optimal network stays optimal, with at most n neurons.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .losses import LOSSES, LogisticLoss
+from .networks import TwoLayerReLU, network_from_neurons
+from .patterns import enumerate_patterns
+from .penalties import GroupL2
+from .solvers import ConvexProgram
+from .validation import check_array, check_choice, check_positive, check_X_y
+
+
+@dataclass
+class NetworkCertificate:
+    """``certify_network``'s result.
+
+    objective : float
+        The network's own objective on (X, y).
+    lower_bound : float
+        A proven lower bound on the objective of every two-layer ReLU network (any width) on (X, y).
+    gap : float
+        ``(objective - lower_bound) / |objective|``: at most this far from the global optimum.
+    best_neuron : numpy.ndarray
+        (d,) unit first-layer weights of the neuron that most lowers the objective when added.
+    best_sign : float
+        The sign of its output weight.
+    improvement : float
+        Its dual norm minus lam: > 0 means adding it (small weight) lowers the objective.
+    """
+    objective: float
+    lower_bound: float
+    gap: float
+    best_neuron: np.ndarray
+    best_sign: float
+    improvement: float
+
+
+def certify_network(net, X, y, lam, loss="squared", max_patterns=20000):
+    """Certify a two-layer ReLU network with one output against the global optimum.
+
+    Parameters
+    ----------
+    net : TwoLayerReLU
+        ``f(x) = W2 relu(W1 x) + b`` with W1 (m, d), W2 (1, m), with or without an intercept.
+    X : array (n, d)
+    y : array (n,)
+        Targets (squared loss) or labels -1/+1 (logistic loss).
+    lam : float > 0
+        The weight decay of the objective.
+    loss : {"squared", "logistic"}
+        ``1/(2n) ||f(X) - y||^2`` or ``mean log(1 + exp(-y f(X)))``.
+    max_patterns : int
+        The exact enumeration of X's patterns stops with an error beyond this many.
+
+    Returns
+    -------
+    NetworkCertificate
+    """
+    X, y = check_X_y(X, y)
+    check_positive(lam, "lam")
+    check_choice(loss, "loss", {"squared", "logistic"})
+    _check_network(net, X.shape[1], outputs=1)
+    if y.ndim != 1:
+        raise ValueError(f"y must be (n,) for a network with one output, got shape {y.shape}.")
+    loss_function = LOSSES[loss]()
+    if isinstance(loss_function, LogisticLoss) and not np.isin(y, (-1.0, 1.0)).all():
+        raise ValueError("the logistic loss needs labels -1 and +1 in y.")
+    W1, a = _neurons(net)
+    masks, _ = enumerate_patterns(X, max_patterns=max_patterns)
+    own = X @ W1.T >= 0  # the network's patterns, among the cells' (ties included)
+    masks = np.unique(np.concatenate([masks, own], 1), axis=1)
+    masks = masks[:, masks.any(0)]
+    P = masks.shape[1]
+    index = {column.tobytes(): p for p, column in enumerate(masks.T)}
+    W = torch.zeros(X.shape[1], 2 * P, 1, dtype=torch.float64)
+    for j in np.flatnonzero(own.any(0)):  # neurons never active contribute nothing
+        group = index[own[:, j].tobytes()] + (P if a[j] < 0 else 0)
+        W[:, group, 0] += torch.from_numpy(W1[j] * abs(a[j]))
+    fit_intercept = net.output.bias is not None
+    program = ConvexProgram.from_arrays(X, np.concatenate([masks, masks], 1), np.r_[np.ones(P), -np.ones(P)],
+                                        y[:, None], loss_function, GroupL2(lam), fit_intercept, True,
+                                        torch.float64, "cpu")
+    b = torch.as_tensor(net.output.bias.detach().double().reshape(1)) if fit_intercept else torch.zeros(1)
+    XW = program.image(W)
+    b = program.intercept(XW, b.double())  # the best intercept: its gradient 1^T Theta = 0 is a dual constraint
+    Theta = loss_function.grad(program.predict(XW, b), program.Y)
+    image = program.loss_image_grad(Theta).double().numpy()
+    rates = [program.cone_dual(image[:, g, 0], g) for g in range(2 * P)]
+    norms = torch.tensor([[rate] for rate, _ in rates], dtype=torch.float64)
+    best = int(norms.argmax())
+    with torch.no_grad():
+        prediction = net(torch.as_tensor(X, dtype=net.hidden.weight.dtype)).double()
+        objective = float(loss_function.value(prediction, program.Y) + lam * net.weight_penalty().double())
+    lower_bound = program.scaled_dual(Theta, norms)
+    return NetworkCertificate(objective, lower_bound, (objective - lower_bound) / max(abs(objective), 1e-300),
+                              rates[best][1], 1.0 if best < P else -1.0, float(norms[best]) - lam)
+
+
+def prune(net, X, rtol=1e-10):
+    """A network with the same predictions on X, an objective not larger, and at most n c neurons
+    (n rows of X, c outputs), every neuron balanced.
+
+    Parameters
+    ----------
+    net : TwoLayerReLU or TwoLayerGatedReLU
+    X : array (n, d)
+        The data whose predictions are kept.
+    rtol : float
+        Contributions whose singular values fall below ``rtol`` times the largest are dependent.
+
+    Returns
+    -------
+    TwoLayerReLU or TwoLayerGatedReLU
+        float64, a new module (``net`` is left as it is).
+    """
+    X = torch.as_tensor(check_array(X, "X", ndim=2), dtype=torch.float64)
+    _check_network(net, X.shape[1])
+    W1, a = _neurons(net, vector=True)
+    gates = getattr(net, "gates", None)
+    gates = None if gates is None else gates.detach().double().numpy()
+    activation = _activation(net, X)  # (n, m)
+    scale = np.ones(len(W1))
+    while True:
+        alive = np.flatnonzero(scale > 0)
+        # each neuron's contribution to the predictions, flattened: (n c, m)
+        contributions = (activation[:, alive, None] * (scale[alive, None] * a[alive])[None]).transpose(0, 2, 1)
+        contributions = contributions.reshape(-1, len(alive))
+        if len(alive) == 0:
+            break
+        _, singular, Vt = np.linalg.svd(contributions, full_matrices=True)
+        rank = int((singular > rtol * singular[0]).sum()) if singular.size and singular[0] > 0 else 0
+        if rank == len(alive):
+            break
+        c = Vt[-1]  # sum_j c_j contribution_j = 0
+        penalty = scale[alive] * np.linalg.norm(W1[alive], axis=1) * np.linalg.norm(a[alive], axis=1)
+        if c @ penalty < 0 or (c @ penalty == 0 and c.max() <= 0):
+            c = -c  # the direction that does not raise the penalty
+        step = 1 / c.max()
+        scale[alive] *= 1 - step * c
+        scale[alive[np.argmax(c)]] = 0.0  # the one that vanishes, exactly
+        scale[np.abs(scale) < 1e-15] = 0.0
+    keep = np.flatnonzero((scale > 0) & (np.linalg.norm(W1, axis=1) > 0) & (np.linalg.norm(a, axis=1) > 0))
+    w, out = W1[keep] * scale[keep, None], a[keep]
+    ratio = np.sqrt(np.linalg.norm(out, axis=1) / np.linalg.norm(w, axis=1))[:, None]  # balance
+    bias = None if net.output.bias is None else net.output.bias.detach().double()
+    return network_from_neurons(torch.from_numpy(w * ratio), torch.from_numpy(out / ratio), bias,
+                                None if gates is None else torch.from_numpy(gates[:, keep]))
+
+
+def _activation(net, X):
+    """The hidden units' outputs (n, m) of ``net`` on X, in float64."""
+    with torch.no_grad():
+        hidden = torch.nn.functional.linear(X, net.hidden.weight.double())
+        gates = getattr(net, "gates", None)
+        mask = hidden >= 0 if gates is None else X @ gates.double() >= 0
+        return (hidden * mask).numpy()
+
+
+def _neurons(net, vector=False):
+    """First-layer weights (m, d) and output weights: (m,) for one output, or (m, c) with ``vector``."""
+    W1 = net.hidden.weight.detach().double().numpy()
+    a = net.output.weight.detach().double().numpy().T
+    return W1, a if vector else a[:, 0]
+
+
+def _check_network(net, d, outputs=None):
+    if not isinstance(net, TwoLayerReLU):
+        raise ValueError(f"net must be a TwoLayerReLU (or TwoLayerGatedReLU) network, got {type(net).__name__}.")
+    if outputs == 1 and type(net) is not TwoLayerReLU:
+        raise ValueError("certify_network takes ReLU networks (TwoLayerReLU); a gated network's optimum is "
+                         "the gated program's: use ConvexReLU(activation='gated').certify.")
+    if net.hidden.weight.shape[1] != d:
+        raise ValueError(f"net takes {net.hidden.weight.shape[1]} features, X has {d}.")
+    if outputs is not None and net.output.weight.shape[0] != outputs:
+        raise ValueError(f"certify_network takes networks with one output, got {net.output.weight.shape[0]}: "
+                         "with shared neurons the vector-output program is copositive (no exact dual bound).")

@@ -1,0 +1,137 @@
+"""certify_network and prune against the convex optimum (itself checked against CVXPY in
+test_models), gradient-trained networks, and the predictions they must keep."""
+import numpy as np
+import pytest
+import torch
+
+from convexgan import ConvexReLU, ConvexReLUClassifier, enumerate_patterns
+from convexgan.networks import network_from_neurons
+from convexgan.optimal_set import certify_network, prune
+
+LAM = 1e-2
+
+
+@pytest.fixture(scope="module")
+def problem():
+    """Small data, its exact convex optimum (every pattern), and that optimal network."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((12, 3))
+    y = np.sin(X @ np.array([1.0, -2.0, 0.5])) + 0.1 * rng.standard_normal(12)
+    _, gates = enumerate_patterns(X)
+    model = ConvexReLU(lam=LAM, gates=gates, activation="relu", tol=1e-7, max_iter=100_000).fit(X, y)
+    assert model.converged_
+    return X, y, model
+
+
+def objective(net, X, y):
+    with torch.no_grad():
+        pred = net(torch.as_tensor(X))[:, 0]
+        return float(0.5 * ((pred - torch.as_tensor(y)) ** 2).mean() + LAM * net.weight_penalty())
+
+
+def adam_network(X, y, seed, width=12, steps=500):
+    """A two-layer ReLU network trained by Adam on the same objective from a random start."""
+    torch.manual_seed(seed)
+    net = network_from_neurons(torch.randn(width, X.shape[1], dtype=torch.float64) * 0.5,
+                               torch.randn(width, 1, dtype=torch.float64) * 0.5, torch.zeros(1, dtype=torch.float64))
+    net.requires_grad_(True)
+    optimizer = torch.optim.Adam(net.parameters(), lr=2e-2)
+    Xt, yt = torch.as_tensor(X), torch.as_tensor(y)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = 0.5 * ((net(Xt)[:, 0] - yt) ** 2).mean() + LAM * net.weight_penalty()
+        loss.backward()
+        optimizer.step()
+    return net.requires_grad_(False)
+
+
+@pytest.mark.slow  # the exact ReLU program and 11 exact enumerations: about 50 s
+def test_the_optimum_certifies_itself_and_bounds_every_adam_network(problem):
+    X, y, model = problem
+    cert = certify_network(model.network_, X, y, LAM)
+    assert cert.objective == pytest.approx(model.objective_, rel=1e-9)
+    assert cert.gap <= 2e-7 and cert.improvement <= 1e-5 * LAM  # no neuron can lower it
+    for seed in range(10):
+        net = adam_network(X, y, seed)
+        found = certify_network(net, X, y, LAM)
+        assert found.objective == pytest.approx(objective(net, X, y), rel=1e-12)
+        assert found.objective >= model.dual_objective_  # gradient training never beats the optimum
+        assert found.lower_bound <= model.objective_  # the bound holds for every network
+        assert found.gap >= 0
+
+
+@pytest.mark.slow
+def test_the_best_neuron_lowers_the_objective_of_a_network_missing_one(problem):
+    X, y, model = problem
+    net = model.network_
+    strongest = int(torch.linalg.vector_norm(net.hidden.weight, dim=1).argmax())
+    keep = [j for j in range(net.hidden.weight.shape[0]) if j != strongest]
+    missing = network_from_neurons(net.hidden.weight[keep], net.output.weight[:, keep].T, net.output.bias)
+    cert = certify_network(missing, X, y, LAM)
+    assert cert.gap > 1e-3 and cert.improvement > 0
+    t = 1e-2  # a small neuron w = t u, a = sign t: the objective falls by about t^2 * improvement
+    grown = network_from_neurons(torch.cat([missing.hidden.weight, t * torch.from_numpy(cert.best_neuron)[None]]),
+                                 torch.cat([missing.output.weight.T, torch.tensor([[cert.best_sign * t]])]),
+                                 missing.output.bias)
+    assert objective(grown, X, y) < cert.objective - 0.5 * t ** 2 * cert.improvement
+
+
+def test_logistic_networks_are_certified_too():
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((10, 2))
+    y = np.where(X[:, 0] * X[:, 1] > 0, 1.0, -1.0)
+    _, gates = enumerate_patterns(X)
+    model = ConvexReLUClassifier(lam=LAM, gates=gates, activation="relu", tol=1e-9, max_iter=100_000).fit(X, y)
+    cert = certify_network(model.network_, X, y, LAM, loss="logistic")
+    assert cert.objective == pytest.approx(model.objective_, rel=1e-8) and cert.gap <= 1e-7
+
+
+@pytest.mark.slow
+def test_pruning_a_split_optimal_network_keeps_its_predictions_and_objective(problem):
+    X, y, model = problem
+    net = model.network_
+    rng = np.random.default_rng(1)
+    W1, a = net.hidden.weight.numpy(), net.output.weight.numpy()[0]
+    shares = rng.dirichlet(np.ones(4), size=len(a))  # each neuron split in four balanced pieces
+    split = network_from_neurons(torch.from_numpy(np.concatenate([W1[j] * np.sqrt(s)[:, None] for j, s in enumerate(shares)])),
+                                 torch.from_numpy(np.concatenate([a[j] * np.sqrt(s) for j, s in enumerate(shares)])[:, None]),
+                                 net.output.bias)
+    assert split.hidden.weight.shape[0] >= 40
+    assert objective(split, X, y) == pytest.approx(model.objective_, rel=1e-9)
+    pruned = prune(split, X)
+    assert pruned.hidden.weight.shape[0] <= len(X) + 1
+    Xt = torch.as_tensor(X)
+    np.testing.assert_allclose(pruned(Xt), split(Xt), rtol=0, atol=1e-8)
+    assert objective(pruned, X, y) <= objective(split, X, y) * (1 + 1e-12)  # optimal stays optimal
+
+
+@pytest.mark.parametrize("gated", [False, True])
+def test_pruning_any_wide_network_keeps_predictions_and_lowers_the_penalty(gated):
+    rng = np.random.default_rng(2)
+    X = torch.from_numpy(rng.standard_normal((9, 4)))
+    gates = torch.from_numpy(rng.standard_normal((4, 50))) if gated else None
+    wide = network_from_neurons(torch.from_numpy(rng.standard_normal((50, 4))),
+                                torch.from_numpy(rng.standard_normal((50, 2))), torch.ones(2, dtype=torch.float64), gates)
+    pruned = prune(wide, X.numpy())
+    assert pruned.hidden.weight.shape[0] <= 9 * 2 and type(pruned) is type(wide)
+    np.testing.assert_allclose(pruned(X), wide(X), rtol=0, atol=1e-9 * float(wide(X).abs().max()))
+    assert float(pruned.weight_penalty()) <= float(wide.weight_penalty())
+    norms = torch.linalg.vector_norm(pruned.hidden.weight, dim=1), torch.linalg.vector_norm(pruned.output.weight, dim=0)
+    np.testing.assert_allclose(*norms, rtol=1e-12)  # balanced
+
+
+def test_bad_input_is_named():
+    X, y = np.ones((5, 3)), np.ones(5)
+    net = network_from_neurons(torch.ones(2, 3, dtype=torch.float64), torch.ones(2, 1, dtype=torch.float64))
+    with pytest.raises(ValueError, match="lam"):
+        certify_network(net, X, y, 0.0)
+    with pytest.raises(ValueError, match="features"):
+        certify_network(net, X[:, :1], y, LAM)
+    with pytest.raises(ValueError, match="one output"):
+        certify_network(network_from_neurons(torch.ones(2, 3), torch.ones(2, 2)), X, y, LAM)
+    with pytest.raises(ValueError, match="-1 and \\+1"):
+        certify_network(net, X, 2 * y, LAM, loss="logistic")
+    with pytest.raises(ValueError, match="TwoLayerReLU"):
+        prune(torch.nn.Linear(3, 1), X)
+    with pytest.raises(ValueError, match="NaN"):
+        prune(net, np.full((4, 3), np.nan))
