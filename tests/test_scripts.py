@@ -10,7 +10,7 @@ from PIL import Image
 from convexgan.data import data_root
 
 SCRIPTS = ["train_celeba", "sample", "eval_gan", "train_layerwise", "regularization_path", "bench_solver",
-           "bench_gan", "bench_layerwise", "bench_distributed", "adelie_worker"]
+           "bench_gan", "bench_layerwise", "bench_distributed", "figure_sgd_vs_convex", "adelie_worker"]
 CIFAR10 = data_root() / "cifar10" / "train" / "airplane"
 
 
@@ -88,6 +88,17 @@ def test_regularization_path_writes_its_plot(tmp_path, capsys):
     assert script("regularization_path").main(["--n-lams", "3", "--n-patterns", "8", "--out", str(out)]) == 0
     assert Image.open(out).size[0] > 100
     assert len(capsys.readouterr().out.splitlines()) == 1 + 3 + 1  # header, one row per lam, "wrote"
+
+
+def test_sgd_figure_certifies_every_run_and_writes_its_plot(tmp_path, capsys):
+    out = tmp_path / "sgd.png"
+    assert script("figure_sgd_vs_convex").main(["--n", "6", "--starts", "2", "--steps", "200", "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    optimum = float(lines[0].split()[2])
+    runs = [line.split() for line in lines[2:4]]
+    assert all(float(run[1]) >= float(run[2]) - 1e-12 and float(run[2]) <= optimum for run in runs)
+    assert Image.open(out).size[0] > 100
+    assert script("figure_sgd_vs_convex").main(["--starts", "0"]) == 2
 
 
 @pytest.mark.slow  # two torchrun launches
