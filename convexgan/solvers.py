@@ -235,9 +235,9 @@ def singular_basis(program, always=False):
     (a component outside it raises the penalty and changes nothing else), so ``W_g = V beta_g``
     with equal norms (l2 and nuclear), cones and predictions: the program with data ``U S`` (n x r)
     is exact (a sharded program rotates by all d eigenvectors of the summed Gram matrix
-    ``X^T X = V S^2 V^T``, its data ``X V`` per rank). When n < d each GEMM is d/r times cheaper; and in this basis the data curvature is
-    nearly diagonal, ``S U^T D_g U S / n`` with ``u^T D_g u`` about 1/2, so ``metric = S^2 / (2n)``
-    is a good diagonal preconditioner.
+    ``X^T X = V S^2 V^T``, its data ``X V`` per rank). When n < d each GEMM is d/r times cheaper;
+    and in this basis the data curvature is nearly diagonal, ``S U^T D_g U S / n`` with
+    ``u^T D_g u`` about 1/2, so ``metric = S^2 / (2n)`` is a good diagonal preconditioner.
 
     Parameters
     ----------

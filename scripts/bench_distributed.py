@@ -72,8 +72,8 @@ def launch(processes, args, out):
     """The worker under torchrun with ``processes`` ranks; returns rank 0's figures."""
     threads = max(1, (os.cpu_count() or 1) // processes)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes),
-               __file__, "--worker", "--json", str(out), "--images", str(args.images), "--n-patterns", str(args.n_patterns),
-               "--lam", str(args.lam), "--tol", str(args.tol)]
+               __file__, "--worker", "--json", str(out), "--images", str(args.images),
+               "--n-patterns", str(args.n_patterns), "--lam", str(args.lam), "--tol", str(args.tol)]
     if args.data_root:
         command += ["--data-root", args.data_root]
     done = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": str(threads)}, capture_output=True,

@@ -93,9 +93,9 @@ def test_pruning_a_split_optimal_network_keeps_its_predictions_and_objective(pro
     rng = np.random.default_rng(1)
     W1, a = net.hidden.weight.numpy(), net.output.weight.numpy()[0]
     shares = rng.dirichlet(np.ones(4), size=len(a))  # each neuron split in four balanced pieces
-    split = network_from_neurons(torch.from_numpy(np.concatenate([W1[j] * np.sqrt(s)[:, None] for j, s in enumerate(shares)])),
-                                 torch.from_numpy(np.concatenate([a[j] * np.sqrt(s) for j, s in enumerate(shares)])[:, None]),
-                                 net.output.bias)
+    pieces = np.sqrt(shares)  # (neurons, 4): w sqrt(t), a sqrt(t) with the t summing to 1
+    split = network_from_neurons(torch.from_numpy((W1[:, None, :] * pieces[:, :, None]).reshape(-1, W1.shape[1])),
+                                 torch.from_numpy((a[:, None] * pieces).reshape(-1, 1)), net.output.bias)
     assert split.hidden.weight.shape[0] >= 40
     assert objective(split, X, y) == pytest.approx(model.objective_, rel=1e-9)
     pruned = prune(split, X)
