@@ -10,7 +10,7 @@ local work that can fail runs inside ``agree(...)``, which tells every rank who 
 """
 import datetime
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import torch
@@ -229,6 +229,17 @@ def _from_tensor(tensor, kind):
         import cupy
         return cupy.from_dlpack(tensor)
     return tensor
+
+
+def first_rank_first(function, *args, **kwargs):
+    """``function(*args, **kwargs)`` on rank 0, then on the other ranks, each its own result: for
+    work that fills a cache the others then read (decoding an image folder once, not once per
+    rank). A failure on rank 0 stops every rank."""
+    first = rank_and_size()[0] == 0
+    what = f"running {getattr(function, '__name__', 'a function')} on rank 0"
+    with agree(what) if is_distributed() else nullcontext():
+        result = function(*args, **kwargs) if first else None
+    return result if first else function(*args, **kwargs)
 
 
 def computed_on_first_rank(function, *args, **kwargs):

@@ -22,6 +22,7 @@ from torchvision.utils import save_image
 
 from convexgan.cli import common
 from convexgan.data import face_dataset
+from convexgan.distributed import first_rank_first
 from layerwise.progressive import MAX_LAYERS, ProgressiveTrainer, stage_resolution
 
 log = logging.getLogger("train_celeba")
@@ -74,7 +75,9 @@ def train(args):
 
 def _train(args, world):
     device = common.device(args.device)
-    data = face_dataset(args.dataset, args.data_root, stage_resolution(args.layers), args.holdout, args.limit)
+    # rank 0 decodes the folder into the cache first; the other ranks read the cache
+    data = first_rank_first(face_dataset, args.dataset, args.data_root, stage_resolution(args.layers), args.holdout,
+                            args.limit)
     trainer = ProgressiveTrainer(layers=args.layers, rank=args.rank, lam=args.lam, n_patterns=args.n_patterns,
                                  n_patches=args.patches, tol=args.tol, max_iter=args.max_iter,
                                  activation=args.activation, seed=args.seed, device=device,

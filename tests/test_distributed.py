@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 
 from convexgan.data import data_root, face_dataset
-from convexgan.distributed import RowShard, agree, computed_on_first_rank, shard_rows
+from convexgan.distributed import RowShard, agree, computed_on_first_rank, first_rank_first, shard_rows
 from convexgan.models import ConvexReLU, ConvexReLUClassifier
 from layerwise.classifier import LayerwiseConvexClassifier
 from layerwise.progressive import ProgressiveTrainer, load_checkpoint
@@ -301,3 +301,22 @@ def test_a_sharded_layerwise_block_is_the_single_process_block(tmp_path):
     np.testing.assert_allclose(scores, single.decision_function(digits_block()[0]), rtol=0, atol=1e-4)
     np.testing.assert_array_equal(scores, other_scores)  # the same network on every rank
     assert stage["certificate"] == other_stage["certificate"]
+
+
+def append_rank(path, rank):
+    if rank == 0:
+        time.sleep(0.5)  # rank 1 would write first if it did not wait
+    with open(path, "a") as handle:
+        handle.write(f"{rank}\n")
+    return rank
+
+
+def rank_zero_first(rank, world, path):
+    return first_rank_first(append_rank, path, rank)
+
+
+def test_first_rank_first_runs_rank_zero_before_the_others(tmp_path):
+    log = tmp_path / "order.txt"
+    results = run_ranks(rank_zero_first, log, tmp_path)
+    assert results[0] == ("ok", 0) and results[1] == ("ok", 1)
+    assert log.read_text() == "0\n1\n"
