@@ -377,9 +377,10 @@ class ProgressiveTrainer:
         (sample grids, logs). Returns the generator."""
         shard = RowShard(len(images), self.distributed)
         reals = self.real_pyramid(images, shard)
-        first = rank_and_size()[0] == 0
+        first = not shard.sharded or rank_and_size()[0] == 0
         generator, outputs = ProgressiveGenerator(), None
-        saved = computed_on_first_rank(_saved_run, checkpoint)  # rank 0 reads; every rank gets it
+        # sharded: rank 0 reads, every rank gets it
+        saved = computed_on_first_rank(_saved_run, checkpoint) if shard.sharded else _saved_run(checkpoint)
         if saved is not None:
             generator, config, outputs = saved
             if config != self.config():
