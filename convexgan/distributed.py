@@ -118,6 +118,13 @@ def gather_objects(value):
     return values
 
 
+def labels_of_all_ranks(labels):
+    """The sorted distinct values of every rank's ``labels`` (a rank with none adds nothing, so
+    the result keeps the labels' dtype); ``np.unique(labels)`` without a process group."""
+    mine = np.unique(labels)
+    return np.unique(np.concatenate([c for c in gather_objects(mine) if len(c)] or [mine]))
+
+
 def total_rows(n_local, widths):
     """The rows of all ranks, checking that every rank has the same ``widths`` (a tuple: features,
     outputs): a rank with other widths would send collectives of other sizes. Raises ValueError
@@ -136,15 +143,21 @@ class RowShard:
     """Where this rank's rows sit among the rows of all ranks (contiguous, in rank order), for
     code that runs the same on one process (``sharded=False``: all rows here) and on many.
 
-    Attributes: ``start``, ``stop`` (this rank's rows ``range(start, stop)`` of all), ``total``.
+    Attributes: ``start``, ``stop`` (this rank's rows ``range(start, stop)`` of all), ``total``,
+    ``first`` (whether this process writes the files: rank 0, or any process when not sharded).
     """
 
     def __init__(self, n_local, sharded=True):
         self.sharded = bool(sharded) and is_distributed()
         counts = gather_objects(int(n_local)) if self.sharded else [int(n_local)]
         rank = dist.get_rank() if self.sharded else 0
-        self.start = sum(counts[:rank])
+        self.start, self.first = sum(counts[:rank]), rank == 0
         self.stop, self.total = self.start + counts[rank], sum(counts)
+
+    def on_first_rank(self, function, *args, **kwargs):
+        """``function(*args, **kwargs)``: computed on rank 0 and sent to every rank when sharded
+        (``computed_on_first_rank``), else computed here."""
+        return computed_on_first_rank(function, *args, **kwargs) if self.sharded else function(*args, **kwargs)
 
     def local(self, indices, per_row=1):
         """Which of the global ``indices`` (into all rows, ``per_row`` items each) fall on this

@@ -86,10 +86,10 @@ class Loss:
             if g.abs().max() <= 1e-15:
                 break
             direction = torch.linalg.lstsq(self.intercept_hessian(Z + b, Y), g[:, None]).solution[:, 0]
-            f0, step = self.value(Z + b, Y), 1.0
-            if g @ direction <= 64 * torch.finfo(f0.dtype).eps * f0.abs():
+            f0, step, decrease = self.value(Z + b, Y), 1.0, g @ direction
+            if decrease <= 64 * torch.finfo(f0.dtype).eps * f0.abs():
                 return b - direction  # a decrease below the value's rounding: a last full Newton step
-            while self.value(Z + b - step * direction, Y) > f0 - 0.25 * step * (g @ direction) and step > 1e-10:
+            while self.value(Z + b - step * direction, Y) > f0 - 0.25 * step * decrease and step > 1e-10:
                 step *= 0.5
             if step <= 1e-10:
                 break

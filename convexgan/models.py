@@ -41,7 +41,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import losses, solvers, ssnal
-from .distributed import agree, gather_objects, is_distributed, total_rows
+from .distributed import agree, is_distributed, labels_of_all_ranks, total_rows
 from .networks import network_from_neurons
 from .patterns import sample_patterns, unique_columns
 from .penalties import GroupL2, NuclearNorm
@@ -419,9 +419,10 @@ class ConvexReLUClassifier(ClassifierMixin, _ConvexTwoLayer):
         """Targets encoded with the fitted ``classes_`` (``mode`` "fitted") or with the classes of y
         (which "fit" records as ``classes_``)."""
         X, y = self._check_data(X, y, mode, check_targets=check_classification_targets)
-        classes = self.classes_ if mode == "fitted" else np.unique(y)
-        if mode == "fit" and self._sharded():  # the labels of every rank
-            classes = np.unique(np.concatenate([c for c in gather_objects(classes) if len(c)] or [classes]))
+        if mode == "fitted":
+            classes = self.classes_
+        else:
+            classes = labels_of_all_ranks(y) if mode == "fit" and self._sharded() else np.unique(y)
         if mode == "fit":
             self.classes_ = classes
         if len(classes) < 2:

@@ -83,7 +83,13 @@ def certify_network(net, X, y, lam, loss="squared", max_patterns=20000):
     X, y = check_X_y(X, y)
     check_positive(lam, "lam")
     check_choice(loss, "loss", {"squared", "logistic"})
-    _check_network(net, X.shape[1], outputs=1)
+    _check_network(net, X.shape[1])
+    if type(net) is not TwoLayerReLU:
+        raise ValueError("certify_network takes ReLU networks (TwoLayerReLU); a gated network's optimum is "
+                         "the gated program's: use ConvexReLU(activation='gated').certify.")
+    if net.output.weight.shape[0] != 1:
+        raise ValueError(f"certify_network takes networks with one output, got {net.output.weight.shape[0]}: "
+                         "with shared neurons the vector-output program is copositive (no exact dual bound).")
     if y.ndim != 1:
         raise ValueError(f"y must be (n,) for a network with one output, got shape {y.shape}.")
     loss_function = LOSSES[loss]()
@@ -104,9 +110,9 @@ def certify_network(net, X, y, lam, loss="squared", max_patterns=20000):
     program = ConvexProgram.from_arrays(X, np.concatenate([masks, masks], 1), np.r_[np.ones(P), -np.ones(P)],
                                         y[:, None], loss_function, GroupL2(lam), fit_intercept, True,
                                         torch.float64, "cpu")
-    b = torch.as_tensor(net.output.bias.detach().double().reshape(1)) if fit_intercept else torch.zeros(1)
+    b = net.output.bias.detach().double().reshape(1) if fit_intercept else torch.zeros(1, dtype=torch.float64)
     XW = program.image(W)
-    b = program.intercept(XW, b.double())  # the best intercept: its gradient 1^T Theta = 0 is a dual constraint
+    b = program.intercept(XW, b)  # the best intercept: its gradient 1^T Theta = 0 is a dual constraint
     Theta = loss_function.grad(program.predict(XW, b), program.Y)
     image = program.loss_image_grad(Theta).double().numpy()
     rates = [program.cone_dual(image[:, g, 0], g) for g in range(2 * P)]
@@ -142,22 +148,24 @@ def prune(net, X, rtol=1e-10):
     W1, a = _neurons(net, vector=True)
     gates = getattr(net, "gates", None)
     gates = None if gates is None else gates.detach().double().numpy()
-    activation = _activation(net, X)  # (n, m)
+    with torch.no_grad():  # the hidden units' outputs (n, m), in the network's precision
+        activation = net.activation(X.to(net.hidden.weight.dtype)).double().numpy()
     scale = np.ones(len(W1))
     while True:
         alive = np.flatnonzero(scale > 0)
+        if len(alive) == 0:
+            break
         # each neuron's contribution to the predictions, flattened: (n c, m)
         contributions = (activation[:, alive, None] * (scale[alive, None] * a[alive])[None]).transpose(0, 2, 1)
         contributions = contributions.reshape(-1, len(alive))
-        if len(alive) == 0:
-            break
         _, singular, Vt = np.linalg.svd(contributions, full_matrices=True)
         rank = int((singular > rtol * singular[0]).sum()) if singular.size and singular[0] > 0 else 0
         if rank == len(alive):
             break
         c = Vt[-1]  # sum_j c_j contribution_j = 0
         penalty = scale[alive] * np.linalg.norm(W1[alive], axis=1) * np.linalg.norm(a[alive], axis=1)
-        if c @ penalty < 0 or (c @ penalty == 0 and c.max() <= 0):
+        change = c @ penalty  # the penalty falls by step * change
+        if change < 0 or (change == 0 and c.max() <= 0):
             c = -c  # the direction that does not raise the penalty
         step = 1 / c.max()
         scale[alive] *= 1 - step * c
@@ -171,15 +179,6 @@ def prune(net, X, rtol=1e-10):
                                 None if gates is None else torch.from_numpy(gates[:, keep]))
 
 
-def _activation(net, X):
-    """The hidden units' outputs (n, m) of ``net`` on X, in float64."""
-    with torch.no_grad():
-        hidden = torch.nn.functional.linear(X, net.hidden.weight.double())
-        gates = getattr(net, "gates", None)
-        mask = hidden >= 0 if gates is None else X @ gates.double() >= 0
-        return (hidden * mask).numpy()
-
-
 def _neurons(net, vector=False):
     """First-layer weights (m, d) and output weights: (m,) for one output, or (m, c) with ``vector``."""
     W1 = net.hidden.weight.detach().double().numpy()
@@ -187,14 +186,8 @@ def _neurons(net, vector=False):
     return W1, a if vector else a[:, 0]
 
 
-def _check_network(net, d, outputs=None):
+def _check_network(net, d):
     if not isinstance(net, TwoLayerReLU):
         raise ValueError(f"net must be a TwoLayerReLU (or TwoLayerGatedReLU) network, got {type(net).__name__}.")
-    if outputs == 1 and type(net) is not TwoLayerReLU:
-        raise ValueError("certify_network takes ReLU networks (TwoLayerReLU); a gated network's optimum is "
-                         "the gated program's: use ConvexReLU(activation='gated').certify.")
     if net.hidden.weight.shape[1] != d:
         raise ValueError(f"net takes {net.hidden.weight.shape[1]} features, X has {d}.")
-    if outputs is not None and net.output.weight.shape[0] != outputs:
-        raise ValueError(f"certify_network takes networks with one output, got {net.output.weight.shape[0]}: "
-                         "with shared neurons the vector-output program is copositive (no exact dual bound).")

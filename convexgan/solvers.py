@@ -132,9 +132,7 @@ class ConvexProgram:
         for _ in range(n_power):
             W = W / torch.linalg.vector_norm(W)
             pred = torch.einsum("ngc,ng->nc", (self.X @ W[:, :, 0])[:, :, None], self.mask_weights)
-            W = (self.X.T @ (self.mask_weights * pred))[:, :, None]
-            if self.sharded:
-                all_reduce_sum(W)
+            W = self.loss.reduced((self.X.T @ (self.mask_weights * pred))[:, :, None])
         return float(torch.linalg.vector_norm(W)) * 1.05
 
     def intercept(self, XW, b):

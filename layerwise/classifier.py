@@ -29,8 +29,7 @@ from torch import nn
 
 from convexgan import losses, solvers
 from convexgan.checkpoints import load_state, save_state
-from convexgan.distributed import (RowShard, agree, computed_on_first_rank, gather_objects, is_distributed,
-                                   rank_and_size)
+from convexgan.distributed import RowShard, agree, gather_objects, is_distributed, labels_of_all_ranks
 from convexgan.convolutional import (ConvBlock, PooledConvProgram, patch_whitening, pooled_features, recover_block,
                                      whiten)
 from convexgan.patterns import conv_patterns
@@ -157,15 +156,13 @@ class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
             y_test = None if X_test is None else self._labels(y_test, len(x_test), "y_test")
         shard = RowShard(len(x), sharded)
         test_shard = None if x_test is None else RowShard(len(x_test), sharded)
-        self.classes_ = np.unique(np.concatenate(gather_objects(np.unique(y)))) if sharded else np.unique(y)
+        self.classes_ = labels_of_all_ranks(y) if sharded else np.unique(y)
         if len(self.classes_) < 2:
             raise ValueError(f"y has 1 class ({self.classes_[0]!r}): a classifier needs at least two.")
         Y = torch.from_numpy(np.eye(len(self.classes_))[np.searchsorted(self.classes_, y)])
         layers, self.stages_ = [], []
-        first = rank_and_size()[0] == 0 or not sharded
         fingerprint = self._fingerprint(x, y, sharded)
-        state = computed_on_first_rank(self._load, checkpoint, fingerprint) if sharded else \
-            self._load(checkpoint, fingerprint)
+        state = shard.on_first_rank(self._load, checkpoint, fingerprint)
         if state is not None:
             layers, self.stages_ = state["layers"], state["stages"]
             log.info("resuming after stage %d of %d from %s", len(self.stages_), len(widths), checkpoint)
@@ -198,9 +195,9 @@ class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
                      f", test {record['test_accuracy']:.4f}" if "test_accuracy" in record else "", record["seconds"])
             if checkpoint is not None:
                 with agree("writing the checkpoint") if sharded else nullcontext():
-                    if first:
+                    if shard.first:
                         self._save(checkpoint, layers, fingerprint)
-            if on_stage is not None and first:
+            if on_stage is not None and shard.first:
                 on_stage(record)
         self.network_ = nn.Sequential(*layers).float().eval().requires_grad_(False)
         self.n_iter_ = np.array([record["iterations"] for record in self.stages_])
@@ -211,8 +208,7 @@ class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
         rows ``shard``)."""
         dtype = torch.float64 if self.dtype == "float64" else torch.float32
         # duplicates checked on the first images (rank 0's)
-        first_images = (inputs[:128], n_patterns, self.seed + k)
-        gates = computed_on_first_rank(_gates, *first_images) if shard.sharded else _gates(*first_images)
+        gates = shard.on_first_rank(_gates, inputs[:128], n_patterns, self.seed + k)
         gates = gates.to(inputs.dtype)
         features = torch.cat([pooled_features(chunk, gates) for chunk in inputs.split(1024)], 1)
         whitening = None

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convexgan.checkpoints import load_state, save_state
-from convexgan.distributed import RowShard, agree, computed_on_first_rank, rank_and_size
+from convexgan.distributed import RowShard, agree, computed_on_first_rank
 from convexgan.generator import fit_relu_generator
 from convexgan.metrics import laplacian_pyramid
 from convexgan.networks import TwoLayerGatedReLU, TwoLayerReLU
@@ -377,10 +377,8 @@ class ProgressiveTrainer:
         (sample grids, logs). Returns the generator."""
         shard = RowShard(len(images), self.distributed)
         reals = self.real_pyramid(images, shard)
-        first = not shard.sharded or rank_and_size()[0] == 0
         generator, outputs = ProgressiveGenerator(), None
-        # sharded: rank 0 reads, every rank gets it
-        saved = computed_on_first_rank(_saved_run, checkpoint) if shard.sharded else _saved_run(checkpoint)
+        saved = shard.on_first_rank(_saved_run, checkpoint)  # sharded: rank 0 reads, every rank gets it
         if saved is not None:
             generator, config, outputs = saved
             if config != self.config():
@@ -414,12 +412,12 @@ class ProgressiveTrainer:
                     with agree("writing its training outputs"):
                         save_state(_rows_path(checkpoint, shard, k), {"outputs": outputs})
                 with agree("writing the checkpoint"):
-                    if first:
+                    if shard.first:
                         save_checkpoint(checkpoint, generator, self.config())
                 _rows_path(checkpoint, shard, k - 1).unlink(missing_ok=True)
             elif checkpoint is not None:
                 save_checkpoint(checkpoint, generator, self.config(), outputs if unfinished else None)
-            if on_stage is not None and first:
+            if on_stage is not None and shard.first:
                 on_stage(k, generator, seconds, info)
         return generator.eval()
 
