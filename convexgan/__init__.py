@@ -6,13 +6,14 @@ programs (squared, logistic and cross-entropy losses; scalar and vector outputs)
 streamed Gram matrix (``GramAccumulator``, ``svt_factor``), a convex fit of a two-layer ReLU
 generator to it (``fit_relu_generator``), sample-quality metrics (``ms_swd``), and the optimal
 set: any two-layer ReLU network certified against the global optimum (``certify_network``) and
-pruned to at most n neurons (``prune``).
+pruned to at most n neurons (``prune``), and whether a fitted model's optimum is unique
+(``optimal_set``, ``is_unique``).
 """
 from . import losses, solvers, ssnal
 from .losses import CrossEntropyLoss, LogisticLoss, SquaredLoss
 from .models import ConvexReLU, ConvexReLUClassifier
 from .networks import TwoLayerGatedReLU, TwoLayerReLU
-from .optimal_set import NetworkCertificate, certify_network, prune
+from .optimal_set import NetworkCertificate, OptimalSet, certify_network, is_unique, optimal_set, prune
 from .path import RegularizationPath, plot_regularization_path, regularization_path
 from .patterns import conv_patterns, enumerate_patterns, sample_patterns
 from .penalties import GroupL2, NuclearNorm
@@ -26,5 +27,5 @@ __all__ = [
     "conv_patterns", "enumerate_patterns", "plot_regularization_path", "regularization_path",
     "sample_patterns", "svt", "svt_factor", "svt_factors", "GramAccumulator", "GeneratorFit",
     "fit_relu_generator", "ms_swd", "nearest_neighbour_distance", "sliced_wasserstein",
-    "NetworkCertificate", "certify_network", "prune",
+    "NetworkCertificate", "OptimalSet", "certify_network", "is_unique", "optimal_set", "prune",
 ]

@@ -14,6 +14,14 @@ of X, enumerated exactly (small data), so the bound holds against every network.
 direction with the largest dual norm is the neuron that would most improve the network: when
 that norm exceeds lam, adding it with a small weight lowers the objective.
 
+``optimal_set`` describes every optimum of a fitted ``ConvexReLU``'s program (one output): the
+optimal predictions are unique (the loss is strictly convex in them), so is the dual point Theta,
+and every optimal group weight is ``alpha_g d_g`` with ``alpha_g >= 0`` on the groups whose dual
+norm reaches lam (the equicorrelation set E) and the direction ``d_g`` that attains it. The
+optimal set is the polytope ``{alpha >= 0 : sum_g alpha_g s_g D_g X d_g + b 1 = yhat*}`` over E: a
+single point exactly when no nonzero move c of it keeps the predictions (``V c = 0``) and stays
+non-negative where alpha is zero (a linear program).
+
 ``prune`` removes neurons without changing the predictions on X and without raising the
 objective (Caratheodory's theorem): while the neurons' contributions to the predictions are
 linearly dependent, a combination c of them that sums to zero is subtracted, scaled so that one
@@ -25,6 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.optimize import linprog
+from sklearn.utils.validation import check_is_fitted
 
 from .losses import LOSSES, LogisticLoss
 from .networks import TwoLayerReLU, network_from_neurons
@@ -126,6 +136,130 @@ def certify_network(net, X, y, lam, loss="squared", max_patterns=20000):
                               rates[best][1], 1.0 if best < P else -1.0, float(norms[best]) - lam)
 
 
+@dataclass
+class OptimalSet:
+    """``optimal_set``'s result: every optimum of a fitted model's program.
+
+    unique : bool
+        Whether the program has one solution (its fitted one).
+    groups : numpy.ndarray
+        (k,) the groups (indices into ``coef_``'s second axis) whose dual norm reaches lam: the
+        only ones any optimum uses (relu: of groups whose cones share that direction, the first).
+    directions : numpy.ndarray
+        (k, d) the unit first-layer direction every optimum gives each of those groups.
+    weights : numpy.ndarray
+        (k,) the fitted model's ``alpha_g`` (its group norms along those directions).
+    other : TwoLayerReLU or None
+        When not unique, a second optimal network: the fitted one moved along the optimal set to
+        the point where one of its neurons vanishes (or one more is added).
+    """
+    unique: bool
+    groups: np.ndarray
+    directions: np.ndarray
+    weights: np.ndarray
+    other: TwoLayerReLU = None
+
+
+def optimal_set(model, X, y, rtol=1e-6):
+    """The optimal set of a fitted ``ConvexReLU`` or ``ConvexReLUClassifier`` (one output; relu or
+    gated) for its program on (X, y), the data it was fitted on.
+
+    The answer is read from the fitted solution, so solve to a tight ``tol`` first (say 1e-10;
+    the Newton solver reaches it in seconds): groups count as equicorrelated when their dual norm
+    is within ``rtol`` of lam, as used when their weight exceeds ``rtol`` of the largest, and moves
+    as keeping the predictions when they change them by less than ``rtol`` (relative).
+
+    Returns
+    -------
+    OptimalSet
+    """
+    check_is_fitted(model)
+    rtol = check_positive(rtol, "rtol")
+    params = model.fitted_params_
+    X, Y, loss = model._targets(X, y, "fitted")
+    if Y.shape[1] != 1:
+        raise ValueError(f"optimal_set takes models with one output, this one has {Y.shape[1]}: a group of "
+                         "several outputs has no single direction (nuclear norm).")
+    program = model._program(X, Y, loss, X @ model.gates_ >= 0, {**params, "dtype": "float64", "device": "cpu"})
+    W = torch.as_tensor(model.coef_, dtype=torch.float64)
+    b = torch.as_tensor(model.intercept_, dtype=torch.float64)
+    XW = program.image(W)
+    b = program.intercept(XW, b)
+    Theta = loss.grad(program.predict(XW, b), program.Y)
+    image = program.loss_image_grad(Theta).numpy()[:, :, 0]
+    Xd = X.astype(np.float64)
+    if program.cone:
+        rates = [program.cone_dual(image[:, g], g) for g in range(image.shape[1])]
+    else:
+        rates = []
+        for g in range(image.shape[1]):
+            v = Xd.T @ image[:, g]
+            norm = float(np.linalg.norm(v))
+            rates.append((norm, -v / norm if norm > 0 else v))
+    lam = params["lam"]
+    groups = np.array([g for g, (norm, _) in enumerate(rates) if norm >= lam * (1 - rtol)], dtype=int)
+    directions = np.array([rates[g][1] for g in groups]).reshape(len(groups), Xd.shape[1])
+    weights = np.einsum("gd,dg->g", directions, model.coef_[:, groups, 0]).clip(0)
+    signs = np.where(groups < program.shape[1] // 2, 1.0, -1.0) if program.cone else np.ones(len(groups))
+    if program.cone:  # a direction on the face shared by two cones is one neuron, whichever group holds it
+        first = [next(h for h in range(g + 1) if signs[h] == signs[g]
+                      and np.linalg.norm(directions[h] - directions[g]) <= rtol) for g in range(len(groups))]
+        weights = np.bincount(first, weights, minlength=len(groups))
+        kept = np.unique(first)
+        groups, directions, weights, signs = groups[kept], directions[kept], weights[kept], signs[kept]
+    # each group's predictions per unit weight, and the intercept's: V (n, k + 1)
+    V = (program.mask_weights.numpy()[:, groups] * (Xd @ directions.T))
+    if params["fit_intercept"]:
+        V = np.hstack([V, np.ones((len(V), 1))])
+    move = _move_within(V, weights, rtol)
+    if move is None:
+        return OptimalSet(True, groups, directions, weights)
+    c = move[:len(groups)]
+    shrinking = c < 0
+    step = np.min(weights[shrinking] / -c[shrinking]) if shrinking.any() else 1.0
+    alpha = weights + step * c
+    used = alpha > rtol * alpha.max()  # the neuron the step zeroes is dropped, not kept at rounding size
+    root = np.sqrt(alpha[used])
+    gates = None if program.cone else torch.as_tensor(model.gates_[:, groups[used]])
+    bias = torch.as_tensor(model.intercept_ + step * move[-1]) if params["fit_intercept"] else None
+    other = network_from_neurons(torch.from_numpy(directions[used] * root[:, None]),
+                                 torch.from_numpy((signs[used] * root)[:, None]), bias, gates)
+    return OptimalSet(False, groups, directions, weights, other)
+
+
+def is_unique(model, X, y, rtol=1e-6):
+    """Whether a fitted model's program has a single solution (``optimal_set(...).unique``)."""
+    return optimal_set(model, X, y, rtol).unique
+
+
+def _move_within(V, weights, rtol):
+    """A move c (k [+ 1 for the intercept]) with ``V c = 0`` that keeps ``weights + t c >= 0`` for
+    some t > 0, or None when only c = 0 does: the columns of V (n, k [+ 1]) past ``len(weights)``
+    are free (the intercept)."""
+    null = _null_space(V, rtol)  # (k [+ 1], q): every c with V c = 0
+    if null.shape[1] == 0:
+        return None
+    unused = np.flatnonzero(weights <= rtol * max(weights.max(initial=0), 1e-300))
+    bound = null[unused]  # the rows whose move must be >= 0
+    both_ways = _null_space(bound, rtol)  # moves that leave the unused groups at zero
+    if both_ways.shape[1]:
+        return null @ both_ways[:, 0]
+    # a move that raises some unused groups and lowers none: bound z >= 0, sum(bound z) = 1
+    result = linprog(np.zeros(null.shape[1]), A_ub=-bound, b_ub=np.zeros(len(unused)), A_eq=bound.sum(0)[None],
+                     b_eq=[1.0], bounds=[(None, None)] * null.shape[1], method="highs")
+    return null @ result.x if result.status == 0 else None
+
+
+def _null_space(A, rtol):
+    """An orthonormal basis (columns) of the null space of A (m, k), singular values below ``rtol``
+    times the largest counting as zero."""
+    if A.shape[0] == 0:
+        return np.eye(A.shape[1])
+    _, singular, Vt = np.linalg.svd(A, full_matrices=True)
+    rank = int((singular > rtol * singular[0]).sum()) if singular.size and singular[0] > 0 else 0
+    return Vt[rank:].T
+
+
 def prune(net, X, rtol=1e-10):
     """A network with the same predictions on X, an objective not larger, and at most n c neurons
     (n rows of X, c outputs), every neuron balanced.
@@ -158,11 +292,10 @@ def prune(net, X, rtol=1e-10):
         # each neuron's contribution to the predictions, flattened: (n c, m)
         contributions = (activation[:, alive, None] * (scale[alive, None] * a[alive])[None]).transpose(0, 2, 1)
         contributions = contributions.reshape(-1, len(alive))
-        _, singular, Vt = np.linalg.svd(contributions, full_matrices=True)
-        rank = int((singular > rtol * singular[0]).sum()) if singular.size and singular[0] > 0 else 0
-        if rank == len(alive):
+        null = _null_space(contributions, rtol)
+        if null.shape[1] == 0:
             break
-        c = Vt[-1]  # sum_j c_j contribution_j = 0
+        c = null[:, -1]  # sum_j c_j contribution_j = 0
         penalty = scale[alive] * np.linalg.norm(W1[alive], axis=1) * np.linalg.norm(a[alive], axis=1)
         change = c @ penalty  # the penalty falls by step * change
         if change < 0 or (change == 0 and c.max() <= 0):

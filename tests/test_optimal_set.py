@@ -6,7 +6,7 @@ import torch
 
 from convexgan import ConvexReLU, ConvexReLUClassifier, enumerate_patterns
 from convexgan.networks import network_from_neurons
-from convexgan.optimal_set import certify_network, prune
+from convexgan.optimal_set import certify_network, is_unique, optimal_set, prune
 
 LAM = 1e-2
 
@@ -135,3 +135,63 @@ def test_bad_input_is_named():
         prune(torch.nn.Linear(3, 1), X)
     with pytest.raises(ValueError, match="NaN"):
         prune(net, np.full((4, 3), np.nan))
+
+
+# Four points on a square: the patterns "left" + "right" and "bottom" + "top" fit the constant
+# target equally well at equal cost, so every mix of the two pairs is optimal.
+SQUARE = np.array([[1.0, -1, -1], [1, -1, 1], [1, 1, -1], [1, 1, 1]])
+HALF_PLANES = np.array([[0.0, -1, 0], [0, 1, 0], [0, 0, -1], [0, 0, 1]]).T  # left, right, bottom, top
+
+
+def objective_of(net, X, y, lam):
+    with torch.no_grad():
+        pred = net(torch.as_tensor(X))[:, 0]
+        return float(0.5 * ((pred - torch.as_tensor(y)) ** 2).mean() + lam * net.weight_penalty())
+
+
+@pytest.mark.parametrize("activation", ["gated", "relu"])
+def test_a_tie_between_two_pairs_of_patterns_gives_a_second_optimal_network(activation):
+    y, lam = np.ones(4), 0.1
+    model = ConvexReLU(lam=lam, gates=HALF_PLANES, activation=activation, fit_intercept=False, tol=1e-12,
+                       max_iter=100_000).fit(SQUARE, y)
+    found = optimal_set(model, SQUARE, y)
+    assert not found.unique and not is_unique(model, SQUARE, y)
+    assert sorted(found.groups) == [0, 1, 2, 3]
+    other = found.other
+    assert other.hidden.weight.shape[0] < model.n_neurons_  # another point: one neuron fewer
+    assert objective_of(other, SQUARE, y, lam) == pytest.approx(model.objective_, rel=1e-9)
+    with torch.no_grad():
+        torch.testing.assert_close(other(torch.as_tensor(SQUARE)), model.network_(torch.as_tensor(SQUARE)),
+                                   rtol=0, atol=1e-9)
+    # with only one of the pairs the optimum is a single point
+    alone = ConvexReLU(lam=lam, gates=HALF_PLANES[:, :2], activation=activation, fit_intercept=False,
+                       tol=1e-12, max_iter=100_000).fit(SQUARE, y)
+    assert optimal_set(alone, SQUARE, y).unique
+
+
+@pytest.mark.parametrize("activation", ["gated", pytest.param("relu", marks=pytest.mark.slow)])
+def test_generic_data_have_one_optimum_that_every_solver_finds(activation):
+    rng = np.random.default_rng(5)
+    X, y = rng.standard_normal((15, 3)), rng.standard_normal(15)
+    kwargs = dict(lam=1e-2, n_patterns=20, activation=activation, tol=1e-10, max_iter=200_000)
+    model = ConvexReLU(**kwargs).fit(X, y)
+    found = optimal_set(model, X, y)
+    assert found.unique and found.other is None
+    # unique: a different solver from another start reaches the same network (the same function
+    # off the data too; a relu neuron on the face of two cones may sit in either group)
+    solver = "fista" if activation == "gated" else "augmented_lagrangian"
+    again = ConvexReLU(**{**kwargs, "solver": solver, "tol": 1e-9}).fit(X, y)
+    new = rng.standard_normal((200, 3))
+    np.testing.assert_allclose(again.predict(new), model.predict(new), atol=1e-3 * np.abs(model.predict(new)).max())
+
+
+def test_optimal_set_refuses_what_it_cannot_describe():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((10, 2))
+    model = ConvexReLU(lam=1e-2, activation="gated").fit(X, rng.standard_normal((10, 2)))
+    with pytest.raises(ValueError, match="one output"):
+        optimal_set(model, X, rng.standard_normal((10, 2)))
+    with pytest.raises(ValueError, match="rtol"):
+        optimal_set(model, X, rng.standard_normal((10, 2)), rtol=0)
+    with pytest.raises(Exception, match="not fitted"):
+        optimal_set(ConvexReLU(), X, rng.standard_normal(10))
