@@ -19,6 +19,7 @@ from .path import RegularizationPath, plot_regularization_path, regularization_p
 from .patterns import conv_patterns, enumerate_patterns, sample_patterns
 from .penalties import GroupL2, NuclearNorm
 from .generator import GeneratorFit, fit_relu_generator
+from .max_margin import MaxMargin, gradient_flow, max_margin, normalized_margin
 from .metrics import ms_swd, nearest_neighbour_distance, sliced_wasserstein
 from .svt import GramAccumulator, svt, svt_factor, svt_factors
 
@@ -28,5 +29,6 @@ __all__ = [
     "conv_patterns", "enumerate_patterns", "plot_regularization_path", "regularization_path",
     "sample_patterns", "svt", "svt_factor", "svt_factors", "GramAccumulator", "GeneratorFit",
     "fit_relu_generator", "ms_swd", "nearest_neighbour_distance", "sliced_wasserstein",
+    "MaxMargin", "gradient_flow", "max_margin", "normalized_margin",
     "NetworkCertificate", "OptimalSet", "certify_network", "is_unique", "optimal_set", "prune",
 ]

@@ -124,8 +124,7 @@ def certify_network(net, X, y, lam, loss="squared", max_patterns=20000):
     XW = program.image(W)
     b = program.intercept(XW, b)  # the best intercept: its gradient 1^T Theta = 0 is a dual constraint
     Theta = loss_function.grad(program.predict(XW, b), program.Y)
-    image = program.loss_image_grad(Theta).double().numpy()
-    rates = [program.cone_dual(image[:, g, 0], g) for g in range(2 * P)]
+    rates = program.group_duals(Theta)
     norms = torch.tensor([[rate] for rate, _ in rates], dtype=torch.float64)
     best = int(norms.argmax())
     with torch.no_grad():
@@ -186,19 +185,10 @@ def optimal_set(model, X, y, rtol=1e-6):
     XW = program.image(W)
     b = program.intercept(XW, b)
     Theta = loss.grad(program.predict(XW, b), program.Y)
-    image = program.loss_image_grad(Theta).numpy()[:, :, 0]
-    Xd = X.astype(np.float64)
-    if program.cone:
-        rates = [program.cone_dual(image[:, g], g) for g in range(image.shape[1])]
-    else:
-        rates = []
-        for g in range(image.shape[1]):
-            v = Xd.T @ image[:, g]
-            norm = float(np.linalg.norm(v))
-            rates.append((norm, -v / norm if norm > 0 else v))
+    rates = program.group_duals(Theta)
     lam = params["lam"]
     groups = np.array([g for g, (norm, _) in enumerate(rates) if norm >= lam * (1 - rtol)], dtype=int)
-    directions = np.array([rates[g][1] for g in groups]).reshape(len(groups), Xd.shape[1])
+    directions = np.array([rates[g][1] for g in groups]).reshape(len(groups), X.shape[1])
     weights = np.einsum("gd,dg->g", directions, model.coef_[:, groups, 0]).clip(0)
     signs = np.where(groups < program.shape[1] // 2, 1.0, -1.0) if program.cone else np.ones(len(groups))
     if program.cone:  # a direction on the face shared by two cones is one neuron, whichever group holds it
@@ -208,7 +198,7 @@ def optimal_set(model, X, y, rtol=1e-6):
         kept = np.unique(first)
         groups, directions, weights, signs = groups[kept], directions[kept], weights[kept], signs[kept]
     # each group's predictions per unit weight, and the intercept's: V (n, k + 1)
-    V = (program.mask_weights.numpy()[:, groups] * (Xd @ directions.T))
+    V = program.mask_weights.numpy()[:, groups] * (X @ directions.T)
     if params["fit_intercept"]:
         V = np.hstack([V, np.ones((len(V), 1))])
     move = _move_within(V, weights, rtol)

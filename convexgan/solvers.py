@@ -35,6 +35,7 @@ import math
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from scipy.optimize import nnls
 
@@ -162,6 +163,17 @@ class ConvexProgram:
         mu, norm = nnls(B, v, maxiter=50 * X.shape[0])
         direction = B @ mu - v
         return norm, direction / norm if norm > 0 else direction
+
+    def group_duals(self, Theta):
+        """Every group's exact dual norm for Theta (n, 1), with the unit direction u attaining it:
+        ``max -<X^T s_g D_g Theta, u>`` over ``||u|| <= 1`` (and the group's cone, ``cone_dual``).
+        Returns a list of ``(norm, u)``, u a NumPy (d,) array (zero when the norm is 0)."""
+        image = self.loss_image_grad(Theta).double().cpu().numpy()[:, :, 0]
+        if self.cone:
+            return [self.cone_dual(image[:, g], g) for g in range(image.shape[1])]
+        directions = -(self.X.double().cpu().numpy().T @ image)  # (d, G)
+        norms = np.linalg.norm(directions, axis=0)
+        return [(float(norm), u / norm if norm > 0 else u) for norm, u in zip(norms, directions.T)]
 
     def project_cones(self, W):
         """Project every group W[:, g, k] onto its cone {u : (2 D_g - I) X u >= 0}: by Moreau,

@@ -10,7 +10,7 @@ from PIL import Image
 from convexgan.data import data_root
 
 SCRIPTS = ["train_celeba", "sample", "eval_gan", "train_layerwise", "regularization_path", "bench_solver",
-           "bench_gan", "bench_layerwise", "bench_distributed", "figure_sgd_vs_convex", "adelie_worker"]
+           "bench_gan", "bench_layerwise", "bench_distributed", "figure_sgd_vs_convex", "figure_gradient_flow", "adelie_worker"]
 CIFAR10 = data_root() / "cifar10" / "train" / "airplane"
 
 
@@ -99,6 +99,18 @@ def test_sgd_figure_certifies_every_run_and_writes_its_plot(tmp_path, capsys):
     assert all(float(run[1]) >= float(run[2]) - 1e-12 and float(run[2]) <= optimum for run in runs)
     assert Image.open(out).size[0] > 100
     assert script("figure_sgd_vs_convex").main(["--starts", "0"]) == 2
+
+
+def test_gradient_flow_figure_draws_both_data_sets(tmp_path, capsys):
+    out = tmp_path / "flow.png"
+    assert script("figure_gradient_flow").main(["--points", "10", "--starts", "1", "--steps", "300",
+                                                "--out", str(out)]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    rows = [row for row in rows if row and row[0] in ("orthogonal", "rings")]
+    assert [row[0] for row in rows] == ["orthogonal", "rings"]
+    assert all(float(row[-1]) <= 1 + 1e-6 for row in rows)  # never above the certified optimum
+    assert Image.open(out).size[0] > 100
+    assert script("figure_gradient_flow").main(["--points", "1"]) == 2
 
 
 @pytest.mark.slow  # two torchrun launches
