@@ -14,6 +14,7 @@ from .losses import CrossEntropyLoss, LogisticLoss, SquaredLoss
 from .models import ConvexReLU, ConvexReLUClassifier
 from .batch_norm import ConvexBatchNormReLU
 from .polynomial import ConvexQuadraticNet
+from .three_layer import ConvexThreeLayer
 from .networks import TwoLayerGatedReLU, TwoLayerReLU
 from .optimal_set import NetworkCertificate, OptimalSet, certify_network, is_unique, optimal_set, prune
 from .path import RegularizationPath, plot_regularization_path, regularization_path
@@ -25,7 +26,7 @@ from .metrics import ms_swd, nearest_neighbour_distance, sliced_wasserstein
 from .svt import GramAccumulator, svt, svt_factor, svt_factors
 
 __all__ = [
-    "ConvexBatchNormReLU", "ConvexQuadraticNet", "ConvexReLU", "ConvexReLUClassifier", "CrossEntropyLoss", "GroupL2", "LogisticLoss",
+    "ConvexBatchNormReLU", "ConvexQuadraticNet", "ConvexReLU", "ConvexReLUClassifier", "ConvexThreeLayer", "CrossEntropyLoss", "GroupL2", "LogisticLoss",
     "NuclearNorm", "RegularizationPath", "SquaredLoss", "TwoLayerGatedReLU", "TwoLayerReLU",
     "conv_patterns", "enumerate_patterns", "plot_regularization_path", "regularization_path",
     "sample_patterns", "svt", "svt_factor", "svt_factors", "GramAccumulator", "GeneratorFit",

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .conic import cvxpy, solve
 from .losses import SquaredLoss
 from .networks import TwoLayerReLU, network_from_neurons
 from .patterns import enumerate_patterns, sample_patterns, unique_columns
@@ -175,20 +176,13 @@ def _patterns(X, n_patterns, gates, seed):
 
 def _solve(X, y, mask_weights, cone_signs):
     """The SOCP by CVXPY: group weights W (d, G) and the margin constraints' multipliers (n,)."""
-    try:
-        import cvxpy as cp
-    except ImportError:
-        raise ImportError("max_margin solves an SOCP with CVXPY: pip install 'convexgan[cvxpy]'.") from None
+    cp = cvxpy("max_margin")
     W = cp.Variable((X.shape[1], mask_weights.shape[1]))
     XW = X @ W
     margins = cp.multiply(y, cp.sum(cp.multiply(mask_weights, XW), axis=1)) >= 1
     constraints = [margins] if cone_signs is None else [margins, cp.multiply(cone_signs, XW) >= 0]
-    problem = cp.Problem(cp.Minimize(cp.sum(cp.norm(W, 2, axis=0))), constraints)
-    problem.solve(solver="CLARABEL")
-    if problem.status in ("infeasible", "infeasible_inaccurate"):
-        raise ValueError("no network of these patterns separates the data (y_i f(x_i) >= 1 is infeasible): "
-                         "use more patterns (n_patterns, or 'all'), add a constant column to X for a "
-                         "bias, or check the labels.")
-    if problem.status != "optimal":
-        raise RuntimeError(f"the max-margin SOCP ended with status {problem.status!r}: rescale X.")
+    solve(cp.Problem(cp.Minimize(cp.sum(cp.norm(W, 2, axis=0))), constraints), "the max-margin SOCP",
+          infeasible="no network of these patterns separates the data (y_i f(x_i) >= 1 is infeasible): use "
+                     "more patterns (n_patterns, or 'all'), add a constant column to X for a bias, or check "
+                     "the labels.")
     return np.asarray(W.value), np.clip(np.asarray(margins.dual_value).ravel(), 0, None)

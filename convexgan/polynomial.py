@@ -19,6 +19,7 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
+from .conic import cvxpy, solve
 from .validation import check_positive
 
 PSD_RTOL = 1e-7  # eigenvalues below this fraction of the largest are the SDP solver's residue
@@ -160,18 +161,12 @@ def neural_decomposition(Z, rtol=PSD_RTOL):
 
 def _solve(X, y, a, b, c, lam):
     """The SDP by CVXPY: (Z+, Z-) and the optimal value."""
-    try:
-        import cvxpy as cp
-    except ImportError:
-        raise ImportError("ConvexQuadraticNet solves an SDP with CVXPY: pip install 'convexgan[cvxpy]'.") from None
+    cp = cvxpy("ConvexQuadraticNet")
     n, d = X.shape
     positive, negative = cp.Variable((d + 1, d + 1), PSD=True), cp.Variable((d + 1, d + 1), PSD=True)
     Z = positive - negative
     pred = (a * cp.sum(cp.multiply(X @ Z[:d, :d], X), axis=1) + b * (X @ Z[:d, d]) + c * Z[d, d])
     constraints = [cp.trace(M[:d, :d]) == M[d, d] for M in (positive, negative)]
     objective = cp.sum_squares(pred - y) / (2 * n) + lam * (positive[d, d] + negative[d, d])
-    problem = cp.Problem(cp.Minimize(objective), constraints)
-    problem.solve(solver="CLARABEL")
-    if problem.status != "optimal":
-        raise RuntimeError(f"the SDP ended with status {problem.status!r}: rescale X and y.")
-    return positive.value, negative.value, float(problem.value)
+    value = solve(cp.Problem(cp.Minimize(objective), constraints), "the quadratic network's SDP")
+    return positive.value, negative.value, float(value)
