@@ -50,8 +50,8 @@ class ConvexBatchNormReLU(RegressorMixin, BaseEstimator):
 
     Attributes
     ----------
-    objective_, dual_objective_, gap_, cone_violation_, converged_ :
-        The certificate of the convex program (as ``ConvexReLU``).
+    objective_, dual_objective_, gap_, cone_violation_, converged_, n_iter_ :
+        The certificate and iterations of the convex program (as ``ConvexReLU``).
     hidden_ : array (m, d)
         First-layer weights w_j (scaled to unit variance over the training rows, ``||X_c w_j||^2 = n``).
     gamma_, alpha_ : arrays (m,)
@@ -83,11 +83,14 @@ class ConvexBatchNormReLU(RegressorMixin, BaseEstimator):
             check_positive_int(self.n_patterns, "n_patterns (or 'all')")
         X, y = validate_data(self, X, y, dtype=np.float64, multi_output=True, y_numeric=True)
         n = X.shape[0]
+        if n < 2:
+            raise ValueError(f"batch norm normalizes over the rows: X has n_samples = {n}; pass at least two "
+                             "distinct rows.")
         self._y_ndim = y.ndim
         self.mean_ = X.mean(0)
         U, s, Vt = np.linalg.svd(X - self.mean_, full_matrices=False)
         rank = int((s > 1e-10 * s[0]).sum()) if s.size and s[0] > 0 else 0
-        if n < 2 or rank == 0:
+        if rank == 0:
             raise ValueError("batch norm needs rows that differ (X minus its mean is zero): pass at least two "
                              "distinct rows.")
         U, s, V = U[:, :rank], s[:rank], Vt[:rank].T
@@ -100,7 +103,7 @@ class ConvexBatchNormReLU(RegressorMixin, BaseEstimator):
         self.convex_ = ConvexReLU(lam=self.lam, activation="relu", fit_intercept=False, tol=self.tol,
                                   max_iter=self.max_iter, seed=self.seed, solver=self.solver,
                                   **patterns).fit(features, y)
-        for name in ("objective_", "dual_objective_", "gap_", "cone_violation_", "converged_"):
+        for name in ("objective_", "dual_objective_", "gap_", "cone_violation_", "converged_", "n_iter_"):
             setattr(self, name, getattr(self.convex_, name))
         Z = self.convex_.network_.hidden.weight.numpy()  # (m, r + 1): (gamma v, alpha)
         self.output_ = self.convex_.network_.output.weight.numpy().T.copy()
@@ -111,6 +114,11 @@ class ConvexBatchNormReLU(RegressorMixin, BaseEstimator):
         self.network_ = self._network(n).eval()
         self.n_neurons_ = len(self.gamma_)
         return self
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
 
     def _network(self, n):
         m, d = self.hidden_.shape

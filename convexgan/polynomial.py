@@ -43,7 +43,8 @@ class ConvexQuadraticNet(RegressorMixin, BaseEstimator):
     Parameters
     ----------
     a, b, c : float
-        The activation's coefficients (a != 0 or b != 0).
+        The activation's coefficients (a != 0 or b != 0); the default 0.09 t^2 + 0.5 t + 0.47 is a
+        quadratic close to the ReLU on [-4, 4] (Bartan & Pilanci's).
     lam : float > 0
 
     Attributes
@@ -61,7 +62,7 @@ class ConvexQuadraticNet(RegressorMixin, BaseEstimator):
     n_neurons_ : int
     """
 
-    def __init__(self, a=1.0, b=0.0, c=0.0, lam=1e-2):
+    def __init__(self, a=0.09, b=0.5, c=0.47, lam=1e-2):
         self.a = a
         self.b = b
         self.c = c

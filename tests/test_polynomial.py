@@ -43,7 +43,7 @@ def test_the_pure_quadratic_case_matches_an_independent_nuclear_norm_solver():
 @pytest.mark.slow  # 10 Adam runs: about 12 s
 def test_the_recovered_network_has_the_optimum_and_no_adam_start_beats_it():
     X, y = data(seed=1)
-    a, b, c = 0.09, 0.5, 0.47  # the quadratic closest to the ReLU on [-4, 4]
+    a, b, c = 0.09, 0.5, 0.47  # the default: a quadratic close to the ReLU on [-4, 4]
     model = ConvexQuadraticNet(a, b, c, lam=LAM).fit(X, y)
     assert model.network_objective(X, y) == pytest.approx(model.objective_, rel=1e-6)
     assert model.n_neurons_ <= 2 * (X.shape[1] + 1)
@@ -85,7 +85,7 @@ def test_bad_input_is_refused_with_the_fix():
     X, y = data(n=10)
     for lam in (0, -1.0, float("inf")):
         with pytest.raises(ValueError, match="lam"):
-            ConvexQuadraticNet(lam=lam).fit(X, y)
+            ConvexQuadraticNet(a=1.0, b=0.0, c=0.0, lam=lam).fit(X, y)
     with pytest.raises(ValueError, match="a = b = 0"):
         ConvexQuadraticNet(a=0, b=0, c=1).fit(X, y)
     with pytest.raises(ValueError, match="finite"):
