@@ -28,7 +28,7 @@ from .patterns import enumerate_patterns, sample_patterns, unique_columns
 from .penalties import GroupL2
 from .recovery import separate_neurons
 from .solvers import ConvexProgram
-from .validation import check_array, check_choice, check_X_y
+from .validation import check_array, check_choice, check_positive, check_positive_int, check_X_y
 
 SUPPORT_RTOL = 1e-6  # groups below this fraction of the largest are the SOCP solver's residue
 
@@ -88,10 +88,8 @@ def max_margin(X, y, n_patterns=100, gates=None, activation="relu", seed=0):
 
     Raises ValueError when no network of these patterns separates the data.
     """
-    X, y = check_X_y(X, y)
+    X, y = _labelled(X, y)
     check_choice(activation, "activation", {"relu", "gated"})
-    if y.ndim != 1 or not np.isin(y, (-1.0, 1.0)).all():
-        raise ValueError("y must be labels -1 and +1, shape (n,): map your two classes to them.")
     masks, gates = _patterns(X, n_patterns, gates, seed)
     P = masks.shape[1]
     relu = activation == "relu"
@@ -136,7 +134,10 @@ def gradient_flow(X, y, width=50, steps=4000, init_scale=1e-3, step_size=0.1, se
     Returns ``(network, iterations, margins)``: the final network (float64), and the normalized
     margin ``min_i y_i f(x_i) / sum_j ||w_j|| |a_j|`` every ``record_every`` steps.
     """
-    X, y = check_X_y(X, y)
+    X, y = _labelled(X, y)
+    width, steps, record_every = (check_positive_int(v, name) for v, name in
+                                  ((width, "width"), (steps, "steps"), (record_every, "record_every")))
+    init_scale, step_size = check_positive(init_scale, "init_scale"), check_positive(step_size, "step_size")
     generator = torch.Generator().manual_seed(seed)
     W = (init_scale * torch.randn(width, X.shape[1], generator=generator, dtype=torch.float64)).requires_grad_()
     a = (init_scale * torch.randn(width, generator=generator, dtype=torch.float64)).requires_grad_()
@@ -158,6 +159,14 @@ def gradient_flow(X, y, width=50, steps=4000, init_scale=1e-3, step_size=0.1, se
             a -= rate * grad_a
     network = network_from_neurons(W.detach(), a.detach()[:, None])
     return network, np.array(iterations), np.array(margins)
+
+
+def _labelled(X, y):
+    """X (n, d) and labels y (n,) of -1 and +1, checked."""
+    X, y = check_X_y(X, y)
+    if y.ndim != 1 or not np.isin(y, (-1.0, 1.0)).all():
+        raise ValueError("y must be labels -1 and +1, shape (n,): map your two classes to them.")
+    return X, y
 
 
 def _patterns(X, n_patterns, gates, seed):

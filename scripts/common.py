@@ -67,6 +67,26 @@ def this_rank_rows(array):
     return array[rows.start:rows.stop]
 
 
+def curves_axes():
+    """A figure and axes for curves against steps, drawn off-screen (matplotlib's Agg)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt.subplots(figsize=(6.4, 4))
+
+
+def save_figure(fig, ax, filename, legend_loc="best"):
+    """Legend and grid, then ``filename`` (PNG, its folder made); returns filename."""
+    import matplotlib.pyplot as plt
+    ax.legend(loc=legend_loc)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    Path(filename).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(filename, dpi=120)
+    plt.close(fig)
+    return filename
+
+
 def write_metrics(path, figures):
     """``figures`` as JSON at ``path`` (its folder created); nothing when path is None."""
     if path is not None:

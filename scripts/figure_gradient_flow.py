@@ -11,7 +11,6 @@ on the unregularized logistic loss from ``--starts`` small random starts (``grad
 normalized margin / optimum against the step.
 """
 import sys
-from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -68,10 +67,7 @@ def draw(args):
 
 
 def plot(curves, filename):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6.4, 4))
+    fig, ax = common.curves_axes()
     for (name, runs), color in zip(curves.items(), ("tab:blue", "tab:orange")):
         for k, (steps, ratio) in enumerate(runs):
             ax.plot(steps[1:], ratio[1:], color=color, lw=1, alpha=0.8, label=f"gradient flow, {name}" if k == 0 else None)
@@ -80,13 +76,7 @@ def plot(curves, filename):
     ax.set_ylim(0, 1.1)
     ax.set_xlabel("gradient step")
     ax.set_ylabel("normalized margin / optimum")
-    ax.legend(loc="lower right")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    Path(filename).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(filename, dpi=120)
-    plt.close(fig)
-    return filename
+    return common.save_figure(fig, ax, filename, legend_loc="lower right")
 
 
 def main(argv=None):

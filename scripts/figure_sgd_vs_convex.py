@@ -9,7 +9,6 @@ Its global optimum over all widths is the exact convex program over every patter
 random start) is drawn against it, and ``certify_network`` says how far each run ended from it.
 """
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -82,10 +81,7 @@ def draw(args):
 
 
 def plot(curves, optimum, filename):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6.4, 4))
+    fig, ax = common.curves_axes()
     for k, curve in enumerate(curves):
         ax.plot(np.arange(1, len(curve) + 1), curve, lw=1, alpha=0.8, label=f"SGD, {len(curves)} random starts" if k == 0 else None)
     ax.axhline(optimum, color="k", ls="--", lw=1.5, label="convex optimum (certified)")
@@ -93,13 +89,7 @@ def plot(curves, optimum, filename):
     ax.set_yscale("log")
     ax.set_xlabel("SGD step")
     ax.set_ylabel("training objective")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    Path(filename).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(filename, dpi=120)
-    plt.close(fig)
-    return filename
+    return common.save_figure(fig, ax, filename)
 
 
 def main(argv=None):

@@ -67,3 +67,7 @@ def test_bad_input_is_refused_with_the_fix():
         max_margin(X, y, activation="tanh")
     with pytest.raises(ValueError, match="gates"):
         max_margin(X, y, gates=np.ones((3, 4)))
+    with pytest.raises(ValueError, match="width"):
+        gradient_flow(X, y, width=0)
+    with pytest.raises(ValueError, match="-1 and \\+1"):
+        gradient_flow(X, 2 * y)
