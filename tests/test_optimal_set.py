@@ -195,3 +195,16 @@ def test_optimal_set_refuses_what_it_cannot_describe():
         optimal_set(model, X, rng.standard_normal((10, 2)), rtol=0)
     with pytest.raises(Exception, match="not fitted"):
         optimal_set(ConvexReLU(), X, rng.standard_normal(10))
+
+
+def test_a_classifier_and_a_model_with_no_neuron_have_one_optimum():
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((30, 3))
+    labels = np.where(X[:, 0] * X[:, 1] > 0, "a", "b")
+    model = ConvexReLUClassifier(lam=1e-2, n_patterns=20, activation="gated", tol=1e-10).fit(X, labels)
+    assert optimal_set(model, X, labels).unique
+    y = rng.standard_normal(30)
+    for fit_intercept in (True, False):  # lam above lam_max: zero is the one optimum
+        empty = ConvexReLU(lam=1e3, n_patterns=10, activation="gated", fit_intercept=fit_intercept).fit(X, y)
+        found = optimal_set(empty, X, y)
+        assert found.unique and len(found.groups) == 0
