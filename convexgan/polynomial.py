@@ -13,6 +13,8 @@ back into at most rank(Z) <= d + 1 unit-norm neurons (the neural decomposition, 
 rank-one reduction), so at most 2 (d + 1) neurons in all. The SDP is solved by CVXPY with
 Clarabel (the ``cvxpy`` extra): meant for d up to a few dozen.
 """
+import numbers
+
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, RegressorMixin
@@ -73,7 +75,7 @@ class ConvexQuadraticNet(RegressorMixin, BaseEstimator):
         check_positive(self.lam, "lam")
         for name in ("a", "b", "c"):
             value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not np.isfinite(value):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not np.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}.")
         if self.a == 0 and self.b == 0:
             raise ValueError("a = b = 0 makes every neuron the constant c: give the activation a t^2 or t term.")
