@@ -1,4 +1,5 @@
-"""ConvexThreeLayer: the recovered network's own objective, the two-layer optimum it must not
+"""ConvexThreeLayer: a reference of the program written group by group in CVXPY, the recovered
+network's own objective, the two-layer optimum it must not
 exceed (two-layer networks are three-layer ones with one neuron per sub-network), sampled
 patterns against every pattern, and gradient training from random starts."""
 import numpy as np
@@ -39,6 +40,37 @@ def test_the_optimum_is_at_most_the_two_layer_optimum_and_sampling_only_raises_i
     sampled = ConvexThreeLayer(lam=LAM, n_patterns=10, n_patterns_second=10, seed=1).fit(X, y)
     assert sampled.objective_ >= model.objective_ * (1 - 1e-6)
     assert sampled.network_objective(X, y) == pytest.approx(sampled.objective_, rel=1e-6)
+
+
+def reference_optimum(X, y, first, second, lam):
+    """The three-layer program written group by group in CVXPY, from the patterns alone."""
+    import cvxpy as cp
+    n, d = X.shape
+    pred, penalty, constraints = 0, 0, []
+    for j in range(second.shape[1]):
+        D2 = second[:, j].astype(float)
+        for sigma in (1, -1):
+            z = 0
+            for i in range(first.shape[1]):
+                D1 = first[:, i].astype(float)
+                for s in (1, -1):
+                    u = cp.Variable(d)
+                    constraints.append(cp.multiply(2 * D1 - 1, X @ u) >= 0)
+                    z = z + s * cp.multiply(D1, X @ u)
+                    penalty = penalty + cp.norm(u)
+            constraints.append(cp.multiply(2 * D2 - 1, z) >= 0)
+            pred = pred + sigma * cp.multiply(D2, z)
+    problem = cp.Problem(cp.Minimize(cp.sum_squares(pred - y) / (2 * n) + lam * penalty), constraints)
+    problem.solve(solver="CLARABEL")
+    assert problem.status == "optimal", problem.status
+    return problem.value
+
+
+def test_the_program_matches_a_reference_written_group_by_group(problem):
+    X, y, _ = problem
+    model = ConvexThreeLayer(lam=LAM, n_patterns=5, n_patterns_second=5, seed=2).fit(X, y)
+    reference = reference_optimum(X, y, model.masks_, model.masks_second_, LAM)
+    assert model.objective_ == pytest.approx(reference, rel=1e-6)
 
 
 @pytest.mark.slow  # 10 Adam runs: about 15 s
