@@ -1,7 +1,7 @@
 """ConvexThreeLayer: a reference of the program written group by group in CVXPY, the recovered
-network's own objective, the two-layer optimum it must not
-exceed (two-layer networks are three-layer ones with one neuron per sub-network), sampled
-patterns against every pattern, and gradient training from random starts."""
+network's own objective, the two-layer optimum it must not exceed (two-layer networks are
+three-layer ones with one neuron per sub-network), sampled patterns against every pattern, and
+gradient training from random starts."""
 import numpy as np
 import pytest
 import torch
