@@ -274,32 +274,46 @@ def prune(net, X, rtol=1e-10):
     gates = None if gates is None else gates.detach().double().numpy()
     with torch.no_grad():  # the hidden units' outputs (n, m), in the network's precision
         activation = net.activation(X.to(net.hidden.weight.dtype)).double().numpy()
-    scale = np.ones(len(W1))
-    while True:
-        alive = np.flatnonzero(scale > 0)
-        if len(alive) == 0:
-            break
-        # each neuron's contribution to the predictions, flattened: (n c, m)
-        contributions = (activation[:, alive, None] * (scale[alive, None] * a[alive])[None]).transpose(0, 2, 1)
-        contributions = contributions.reshape(-1, len(alive))
-        null = _null_space(contributions, rtol)
-        if null.shape[1] == 0:
-            break
-        c = null[:, -1]  # sum_j c_j contribution_j = 0
-        penalty = scale[alive] * np.linalg.norm(W1[alive], axis=1) * np.linalg.norm(a[alive], axis=1)
-        change = c @ penalty  # the penalty falls by step * change
-        if change < 0 or (change == 0 and c.max() <= 0):
-            c = -c  # the direction that does not raise the penalty
-        step = 1 / c.max()
-        scale[alive] *= 1 - step * c
-        scale[alive[np.argmax(c)]] = 0.0  # the one that vanishes, exactly
-        scale[np.abs(scale) < 1e-15] = 0.0
+    # each neuron's contribution to the predictions, flattened: (n c, m)
+    contributions = (activation[:, :, None] * a[None]).transpose(0, 2, 1).reshape(-1, len(W1))
+    scale = caratheodory_scales(contributions, np.linalg.norm(W1, axis=1) * np.linalg.norm(a, axis=1), rtol)
     keep = np.flatnonzero((scale > 0) & (np.linalg.norm(W1, axis=1) > 0) & (np.linalg.norm(a, axis=1) > 0))
     w, out = W1[keep] * scale[keep, None], a[keep]
     ratio = np.sqrt(np.linalg.norm(out, axis=1) / np.linalg.norm(w, axis=1))[:, None]  # balance
     bias = None if net.output.bias is None else net.output.bias.detach().double()
     return network_from_neurons(torch.from_numpy(w * ratio), torch.from_numpy(out / ratio), bias,
                                 None if gates is None else torch.from_numpy(gates[:, keep]))
+
+
+def caratheodory_scales(contributions, costs, rtol=1e-10):
+    """Scales ``s >= 0`` (m,) of m terms with ``sum_j s_j contributions[:, j] = sum_j contributions[:, j]``
+    and ``sum_j s_j costs_j <= sum_j costs_j``, at most rank(contributions) of them nonzero
+    (Caratheodory): while the scaled contributions (N, m) are dependent, a combination c of them
+    that sums to zero is subtracted, scaled so that one term vanishes, with the sign that does
+    not raise the cost. Singular values below ``rtol`` times the largest count as zero."""
+    scale = np.ones(contributions.shape[1])
+    while True:
+        alive = np.flatnonzero(scale > 0)
+        if len(alive) == 0:
+            return scale
+        null = _null_space(contributions[:, alive] * scale[alive], rtol)
+        if null.shape[1] == 0:
+            return scale
+        cost = scale[alive] * costs[alive]
+        if null.shape[1] > 1:  # moves that keep the cost exist: either direction, the longer reach
+            level = null @ _null_space((null.T @ cost)[None], rtol)
+            c = level @ level[np.argmax(np.linalg.norm(level, axis=1))]  # largest entry ~ 1 / sqrt(m)
+            if -c.min() > c.max():
+                c = -c
+        else:  # the one move: the direction that does not raise the cost
+            c = null[:, 0]
+            if c @ cost < 0 or (c @ cost == 0 and c.max() <= 0):
+                c = -c
+        # sum_j c_j scale_j contribution_j = 0: the step removes one term, the cost falls by step * c @ cost
+        step = 1 / c.max()
+        scale[alive] *= 1 - step * c
+        scale[alive[np.argmax(c)]] = 0.0  # the one that vanishes, exactly
+        scale[np.abs(scale) < 1e-15] = 0.0
 
 
 def _neurons(net, vector=False):

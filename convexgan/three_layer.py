@@ -22,6 +22,8 @@ has the global optimum of the network over every K and m1 when the D1 are every 
 the D2 every subset of the rows (``n_patterns="all"``, ``n_patterns_second="all"``: tiny data);
 with sampled patterns it is the optimum of the networks that use them. A group lasso whose
 second-layer cone couples the groups of a sub-network: solved by CVXPY (the ``cvxpy`` extra).
+An optimum spread over many blocks (an interior-point solution of a program whose optimum is
+not unique) is moved, predictions and penalty kept, to at most n blocks (``caratheodory_scales``).
 Each nonzero block (j, sigma) is one sub-network: ``w_l = u_l / ||u_l|| sqrt(||u_l|| / t)``,
 ``b_l = s_l sqrt(||u_l||)``, ``a = sigma sqrt(t)`` with t the block's sum of norms.
 """
@@ -34,6 +36,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
 from .conic import cvxpy, solve
+from .optimal_set import caratheodory_scales
 from .patterns import enumerate_patterns, sample_patterns, unique_columns
 from .validation import check_positive, check_positive_int
 
@@ -105,7 +108,8 @@ class ConvexThreeLayer(RegressorMixin, BaseEstimator):
         second = self._second_patterns(X, gates)
         self.masks_, self.masks_second_ = first, second
         self.groups_ = np.array(list(itertools.product(range(second.shape[1]), (1, -1), range(first.shape[1]), (1, -1))))
-        self.coef_, self.objective_ = _solve(X, y, first, second, self.groups_, self.lam)
+        coef, self.objective_ = _solve(X, y, first, second, self.groups_, self.lam)
+        self.coef_ = _fewest_subnetworks(X, coef, first, second, self.groups_)
         self.network_ = self._recover()
         self.n_subnetworks_ = self.network_.a.shape[0]
         return self
@@ -158,6 +162,22 @@ class ConvexThreeLayer(RegressorMixin, BaseEstimator):
         X, y = validate_data(self, X, y, reset=False, dtype=np.float64, y_numeric=True)
         with torch.no_grad():
             return float(0.5 * np.mean((self.predict(X) - y) ** 2) + self.lam * self.network_.penalty())
+
+
+def _fewest_subnetworks(X, coef, first, second, groups):
+    """The same predictions on X by at most n sub-networks, penalty not larger: an interior-point
+    solution spreads an optimum that is not unique over many blocks. A block's predictions
+    ``sigma D2_j z`` and its penalty are both linear in a positive scale of its u's, which keeps
+    every cone constraint, so ``caratheodory_scales`` over the blocks applies."""
+    blocks, block_of = np.unique(groups[:, :2], axis=0, return_inverse=True)
+    block_of = block_of.ravel()
+    _, _, i, s = groups.T
+    membership = np.zeros((len(groups), len(blocks)))
+    membership[np.arange(len(groups)), block_of] = 1.0
+    z = (first[:, i] * s * (X @ coef)) @ membership  # (n, B)
+    predictions = second[:, blocks[:, 0]] * blocks[:, 1] * z
+    scale = caratheodory_scales(predictions, np.linalg.norm(coef, axis=0) @ membership, rtol=1e-9)
+    return coef * scale[block_of]
 
 
 def _solve(X, y, first, second, groups, lam):

@@ -23,6 +23,7 @@ def problem():
 def test_the_recovered_network_attains_the_optimum(problem):
     X, y, model = problem
     assert model.network_objective(X, y) == pytest.approx(model.objective_, rel=1e-6)
+    assert model.n_subnetworks_ <= len(X)  # the solver's spread optimum, moved to at most n sub-networks
     net = model.to_torch()
     with torch.no_grad():  # the objective written out with plain torch
         pred = net(torch.from_numpy(X))[:, 0].numpy()
