@@ -41,7 +41,7 @@ def test_gradient_flow_reaches_the_optimum_on_orthogonal_data_and_never_exceeds_
         assert normalized_margin(network, X, y) >= 0.95 * best.margin_  # the theorem, within 5 %
 
 
-@pytest.mark.parametrize("activation", ["relu", "gated"])
+@pytest.mark.parametrize("activation", [pytest.param("relu", marks=pytest.mark.slow), "gated"])
 def test_no_gradient_trained_network_beats_the_certified_margin(activation):
     X, y = ring_data(16, seed=1)
     best = max_margin(X, y, n_patterns="all", activation=activation)
