@@ -81,6 +81,8 @@ def max_margin(X, y, n_patterns=100, gates=None, activation="relu", seed=0):
         Gates of the patterns, instead of sampling.
     activation : {"relu", "gated"}
         ReLU networks (patterns both signs, cone constraints), or gated ReLU (fixed gates).
+    seed : int
+        Seed of the sampled gates.
 
     Returns
     -------
