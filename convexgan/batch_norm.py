@@ -29,7 +29,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
 from .models import ConvexReLU
-from .patterns import enumerate_patterns
+from .patterns import select_patterns
 from .validation import check_positive, check_positive_int
 
 BN_EPS = 1e-12  # torch's BatchNorm1d refuses eps = 0 in training mode; against unit variance, negligible
@@ -95,14 +95,9 @@ class ConvexBatchNormReLU(RegressorMixin, BaseEstimator):
                              "distinct rows.")
         U, s, V = U[:, :rank], s[:rank], Vt[:rank].T
         features = np.hstack([U, np.full((n, 1), n ** -0.5)])  # F = [U, 1/sqrt(n)], orthonormal columns
-        if self.n_patterns == "all":
-            _, gates = enumerate_patterns(features)
-            patterns = {"gates": gates}
-        else:
-            patterns = {"n_patterns": self.n_patterns}
-        self.convex_ = ConvexReLU(lam=self.lam, activation="relu", fit_intercept=False, tol=self.tol,
-                                  max_iter=self.max_iter, seed=self.seed, solver=self.solver,
-                                  **patterns).fit(features, y)
+        _, gates = select_patterns(features, self.n_patterns, seed=self.seed)
+        self.convex_ = ConvexReLU(lam=self.lam, gates=gates, activation="relu", fit_intercept=False, tol=self.tol,
+                                  max_iter=self.max_iter, solver=self.solver).fit(features, y)
         for name in ("objective_", "dual_objective_", "gap_", "cone_violation_", "converged_", "n_iter_"):
             setattr(self, name, getattr(self.convex_, name))
         Z = self.convex_.network_.hidden.weight.numpy()  # (m, r + 1): (gamma v, alpha)

@@ -24,11 +24,11 @@ import torch
 from .conic import cvxpy, solve
 from .losses import SquaredLoss
 from .networks import TwoLayerReLU, network_from_neurons
-from .patterns import enumerate_patterns, sample_patterns, unique_columns
+from .patterns import select_patterns
 from .penalties import GroupL2
 from .recovery import separate_neurons
 from .solvers import ConvexProgram
-from .validation import check_array, check_choice, check_positive, check_positive_int, check_X_y
+from .validation import check_choice, check_positive, check_positive_int, check_X_y
 
 SUPPORT_RTOL = 1e-6  # groups below this fraction of the largest are the SOCP solver's residue
 
@@ -92,7 +92,7 @@ def max_margin(X, y, n_patterns=100, gates=None, activation="relu", seed=0):
     """
     X, y = _labelled(X, y)
     check_choice(activation, "activation", {"relu", "gated"})
-    masks, gates = _patterns(X, n_patterns, gates, seed)
+    masks, gates = select_patterns(X, n_patterns, gates, seed)
     P = masks.shape[1]
     relu = activation == "relu"
     signs = np.r_[np.ones(P), -np.ones(P)] if relu else np.ones(P)
@@ -169,20 +169,6 @@ def _labelled(X, y):
     if y.ndim != 1 or not np.isin(y, (-1.0, 1.0)).all():
         raise ValueError("y must be labels -1 and +1, shape (n,): map your two classes to them.")
     return X, y
-
-
-def _patterns(X, n_patterns, gates, seed):
-    if gates is not None:
-        gates = check_array(gates, "gates", ndim=2)
-        if gates.shape[0] != X.shape[1]:
-            raise ValueError(f"gates must have shape (d, P) = ({X.shape[1]}, P), got {gates.shape}.")
-        masks, gates = unique_columns(X @ gates >= 0, gates)
-        if masks.shape[1] == 0:
-            raise ValueError("every gate gives the all-zero pattern on X: pass other gates.")
-        return masks, gates
-    if n_patterns == "all":
-        return enumerate_patterns(X)
-    return sample_patterns(X, n_patterns, seed=seed)
 
 
 def _solve(X, y, mask_weights, cone_signs):

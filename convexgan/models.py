@@ -43,10 +43,10 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from . import losses, solvers, ssnal
 from .distributed import agree, is_distributed, labels_of_all_ranks, total_rows
 from .networks import network_from_neurons
-from .patterns import sample_patterns, unique_columns
+from .patterns import select_patterns
 from .penalties import GroupL2, NuclearNorm
 from .recovery import separate_neurons, shared_neurons
-from .validation import check_array, check_choice, check_positive, check_positive_int
+from .validation import check_choice, check_positive, check_positive_int
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 PROJECTION_SIZE = 200_000  # n * d * G * c up to which solver="auto" projects onto the cones exactly
@@ -115,16 +115,7 @@ class _ConvexTwoLayer(BaseEstimator):
         (``across_ranks``: X is this rank's shard; every rank keeps the same patterns)."""
         if self.warm_start and hasattr(self, "gates_") and self.gates_.shape[0] == X.shape[1]:
             return X @ self.gates_ >= 0, self.gates_
-        if self.gates is None:
-            return sample_patterns(X, self.n_patterns, seed=self.seed, across_ranks=across_ranks)
-        gates = check_array(self.gates, "gates", ndim=2)
-        if gates.shape[0] != X.shape[1] or gates.shape[1] == 0:
-            raise ValueError(f"gates must have shape (d, P) = ({X.shape[1]}, P >= 1) for X with "
-                             f"{X.shape[1]} features, got {gates.shape}.")
-        masks, gates = unique_columns(X @ gates >= 0, gates, across_ranks)
-        if masks.shape[1] == 0:
-            raise ValueError("every gate gives the all-zero pattern on X: pass other gates.")
-        return masks, gates
+        return select_patterns(X, self.n_patterns, self.gates, self.seed, across_ranks)
 
     def _program(self, X, Y, loss, masks, params=None):
         """The convex program for X (n, d) and targets Y (n, c), as tensors, with the estimator's

@@ -56,6 +56,25 @@ def sample_patterns(X, n_patterns, seed=0, across_ranks=False):
     return unique_columns(X @ gates >= 0, gates, across_ranks)
 
 
+def select_patterns(X, n_patterns=100, gates=None, seed=0, across_ranks=False):
+    """The patterns a program uses: those of ``gates`` (d, P) when given, every pattern of X when
+    ``n_patterns == "all"`` (``enumerate_patterns``: small data), else ``n_patterns`` sampled
+    (``sample_patterns``). Returns ``(masks, gates)``; clear errors for gates of the wrong shape
+    or that all give the empty pattern."""
+    if gates is None:
+        if n_patterns == "all":
+            return enumerate_patterns(X)
+        return sample_patterns(X, n_patterns, seed=seed, across_ranks=across_ranks)
+    gates = check_array(gates, "gates", ndim=2)
+    if gates.shape[0] != X.shape[1] or gates.shape[1] == 0:
+        raise ValueError(f"gates must have shape (d, P) = ({X.shape[1]}, P >= 1) for X with "
+                         f"{X.shape[1]} features, got {gates.shape}.")
+    masks, gates = unique_columns(X @ gates >= 0, gates, across_ranks)
+    if masks.shape[1] == 0:
+        raise ValueError("every gate gives the all-zero pattern on X: pass other gates.")
+    return masks, gates
+
+
 def _distinct_hyperplanes(Xr, rtol):
     """Unit normals (h, r) of the distinct hyperplanes ``x_j^T g = 0`` among the rows of Xr."""
     norms = np.linalg.norm(Xr, axis=1)
