@@ -37,7 +37,7 @@ from torch import nn
 
 from .conic import cvxpy, solve
 from .optimal_set import caratheodory_scales
-from .patterns import enumerate_patterns, sample_patterns, unique_columns
+from .patterns import select_patterns, unique_columns
 from .validation import check_positive, check_positive_int
 
 MAX_ROWS_ALL_SUBSETS = 10  # n_patterns_second="all" enumerates 2^n - 1 subsets
@@ -101,10 +101,7 @@ class ConvexThreeLayer(RegressorMixin, BaseEstimator):
             if getattr(self, name) != "all":
                 check_positive_int(getattr(self, name), f"{name} (or 'all')")
         X, y = validate_data(self, X, y, dtype=np.float64, y_numeric=True)
-        if self.n_patterns == "all":
-            first, gates = enumerate_patterns(X)
-        else:
-            first, gates = sample_patterns(X, self.n_patterns, seed=self.seed)
+        first, gates = select_patterns(X, self.n_patterns, seed=self.seed)
         second = self._second_patterns(X, gates)
         self.masks_, self.masks_second_ = first, second
         self.groups_ = np.array(list(itertools.product(range(second.shape[1]), (1, -1), range(first.shape[1]), (1, -1))))
@@ -164,20 +161,26 @@ class ConvexThreeLayer(RegressorMixin, BaseEstimator):
             return float(0.5 * np.mean((self.predict(X) - y) ** 2) + self.lam * self.network_.penalty())
 
 
+def _blocks(groups):
+    """The sub-networks (j, sigma) of the groups (G, 4): blocks (B, 2), and the membership matrix
+    (G, B) whose products sum a block's groups."""
+    blocks, block_of = np.unique(groups[:, :2], axis=0, return_inverse=True)
+    membership = np.zeros((len(groups), len(blocks)))
+    membership[np.arange(len(groups)), block_of.ravel()] = 1.0
+    return blocks, membership
+
+
 def _fewest_subnetworks(X, coef, first, second, groups):
     """The same predictions on X by at most n sub-networks, penalty not larger: an interior-point
     solution spreads an optimum that is not unique over many blocks. A block's predictions
     ``sigma D2_j z`` and its penalty are both linear in a positive scale of its u's, which keeps
     every cone constraint, so ``caratheodory_scales`` over the blocks applies."""
-    blocks, block_of = np.unique(groups[:, :2], axis=0, return_inverse=True)
-    block_of = block_of.ravel()
+    blocks, membership = _blocks(groups)
     _, _, i, s = groups.T
-    membership = np.zeros((len(groups), len(blocks)))
-    membership[np.arange(len(groups)), block_of] = 1.0
     z = (first[:, i] * s * (X @ coef)) @ membership  # (n, B)
     predictions = second[:, blocks[:, 0]] * blocks[:, 1] * z
     scale = caratheodory_scales(predictions, np.linalg.norm(coef, axis=0) @ membership, rtol=1e-9)
-    return coef * scale[block_of]
+    return coef * (membership @ scale)
 
 
 def _solve(X, y, first, second, groups, lam):
@@ -185,18 +188,14 @@ def _solve(X, y, first, second, groups, lam):
     groups below ``SUPPORT_RTOL`` of the largest are solved away (a second solve over the others)."""
     _, _, i, s = groups.T
     n = X.shape[0]
-    blocks, block_of = np.unique(groups[:, :2], axis=0, return_inverse=True)
-    block_of = block_of.ravel()
+    blocks, membership = _blocks(groups)
+    second_masks = second[:, blocks[:, 0]]
 
     def program(keep):
         cp = cvxpy("ConvexThreeLayer")
         U = cp.Variable((X.shape[1], int(keep.sum())))
         XU = X @ U
-        first_weights = first[:, i[keep]] * s[keep]  # s D1_i, (n, G)
-        membership = np.zeros((int(keep.sum()), len(blocks)))
-        membership[np.arange(int(keep.sum())), block_of[keep]] = 1.0
-        Z = cp.multiply(first_weights, XU) @ membership  # z of every block, (n, B)
-        second_masks = second[:, blocks[:, 0]]
+        Z = cp.multiply(first[:, i[keep]] * s[keep], XU) @ membership[keep]  # z of every block, (n, B)
         constraints = [cp.multiply(2.0 * first[:, i[keep]] - 1, XU) >= 0, cp.multiply(2.0 * second_masks - 1, Z) >= 0]
         pred = cp.sum(cp.multiply(second_masks * blocks[:, 1], Z), axis=1)
         objective = cp.sum_squares(pred - y) / (2 * n) + lam * cp.sum(cp.norm(U, 2, axis=0))
