@@ -35,6 +35,23 @@ class TwoLayerGatedReLU(TwoLayerReLU):
         # in place on the fresh hidden output: one pass less over an (n, m) tensor
         return self.hidden(x).masked_fill_(x @ self.gates < 0, 0)
 
+    def forward(self, x):
+        """Neurons that share a gate act on its half-space as one linear map, ``x -> x^T sum_i w_i a_i^T``
+        (d, c): with fewer distinct gates J than neurons m (a convex solution has up to min(d, c)
+        neurons per gate), the output is one product of the gated inputs ``[x 1[x^T g_j >= 0]]_j``
+        (n, J d) with the J stacked maps, ``J d (c + 2)`` multiply-adds per row instead of
+        ``m (2 d + c)``, and no (n, m) hidden tensor. x (..., d) -> (..., c)."""
+        gates, which = torch.unique(self.gates, dim=1, return_inverse=True)
+        (m, d), c, J = self.hidden.weight.shape, self.output.weight.shape[0], gates.shape[1]
+        if J * d * (c + 2) >= m * (2 * d + c):
+            return super().forward(x)
+        neurons = self.hidden.weight[:, :, None] * self.output.weight.T[:, None, :]  # (m, d, c)
+        maps = torch.zeros(J, d, c, dtype=neurons.dtype, device=neurons.device).index_add(0, which, neurons)
+        rows = x.reshape(-1, d)
+        gated = rows[:, None, :] * (rows @ gates >= 0).to(x.dtype)[:, :, None]  # (n, J, d)
+        out = (gated.reshape(len(rows), J * d) @ maps.reshape(J * d, c)).reshape(*x.shape[:-1], c)
+        return out if self.output.bias is None else out + self.output.bias
+
 
 def network_from_neurons(hidden, output, bias=None, gates=None):
     """The frozen float64 network with neurons ``hidden`` (m, d), output weights ``output`` (m, c),

@@ -58,6 +58,7 @@ NOISE = 2.0             # an outer step whose gap exceeds the best one by this f
 ROUNDING = 1e-12        # relative size of grad psi that float64 rounding cannot resolve
 GRAM_LIMIT = 8000       # d G + 1 up to which the masked design's Gram matrix is cached
 DENSE_LIMIT = 8000      # n up to which n-space Newton systems are factorized
+BATCH_ENTRIES = 2 ** 25  # matrix entries of one batch of active-group systems (256 MiB in float64)
 
 
 def supports(program):
@@ -150,7 +151,8 @@ class _NewtonSystems:
         return _spd_solve(H, state.grad[:, k:k + 1])[:, 0]
 
     def _group_space(self, state, sigma, active):
-        """``H^{-1} grad`` for all outputs by Sherman-Morrison-Woodbury (squared loss: H = n I + ...)."""
+        """``H^{-1} grad`` for all outputs by Sherman-Morrison-Woodbury (squared loss: H = n I + ...);
+        the outputs with the same active groups are solved as one batch."""
         p = self.program
         d, G, c = p.shape
         n, gram = self.n, self.gram
@@ -158,57 +160,74 @@ class _NewtonSystems:
         adjoint, grad_sum = p.adjoint(p.loss_image_grad(grad), grad.sum(0))  # A^T grad: (d, G, c); 1^T grad
         correction = torch.zeros_like(state.V)
         intercept = torch.zeros(c, dtype=grad.dtype, device=grad.device)
-        for k in range(c):
-            groups = torch.nonzero(active[:, k])[:, 0]
+        patterns, which = torch.unique(active.T, dim=0, return_inverse=True)
+        for pattern, outputs in zip(patterns, (torch.nonzero(which == u)[:, 0] for u in range(len(patterns)))):
+            groups = torch.nonzero(pattern)[:, 0]
             m = len(groups)
             index = (groups[:, None] * d + torch.arange(d, device=groups.device)).reshape(-1)
             if p.fit_intercept:
                 index = torch.cat([index, index.new_tensor([d * G])])
-            S = gram[index][:, index]
-            # J^{1/2} per active group: sqrt(a) I + (1 - sqrt(a)) u u^T; the intercept's is 1
-            root = state.scale[groups, k].sqrt()
-            u = (state.V[:, groups, k] / state.norms[groups, k]).T  # (m, d)
-            half = root[:, None, None] * torch.eye(d, dtype=S.dtype, device=S.device) \
-                + (1 - root)[:, None, None] * u[:, :, None] * u[:, None, :]  # (m, d, d)
-            S = _scale_blocks(S, half, m, d)
-            S.diagonal().add_(n / sigma)
-            rhs = adjoint[:, groups, k].T.reshape(-1)
-            if p.fit_intercept:
-                rhs = torch.cat([rhs, grad_sum[k].reshape(1)])
-            rhs = _apply_blocks(half, rhs, m, d)
-            x = _apply_blocks(half, _spd_solve(S, rhs[:, None])[:, 0], m, d)
-            correction[:, groups, k] = x[:m * d].reshape(m, d).T
-            if p.fit_intercept:
-                intercept[k] = x[-1]
+            shared = gram[index][:, index]
+            for ks in torch.split(outputs, max(1, BATCH_ENTRIES // max(1, len(index)) ** 2)):
+                half = _RootJacobian(state, groups, ks, p.fit_intercept)
+                S = half.congruence(shared)
+                S.diagonal(dim1=1, dim2=2).add_(n / sigma)
+                rhs = adjoint[:, groups][:, :, ks].permute(2, 1, 0).reshape(len(ks), m * d)
+                if p.fit_intercept:
+                    rhs = torch.cat([rhs, grad_sum[ks, None]], 1)
+                x = half.apply(_spd_solve(S, half.apply(rhs)[:, :, None])[:, :, 0])
+                correction[:, groups[:, None], ks] = x[:, :m * d].reshape(len(ks), m, d).permute(2, 1, 0)
+                if p.fit_intercept:
+                    intercept[ks] = x[:, -1]
         return (grad - p.predict(p.image(correction), intercept)) / n
 
 
-def _scale_blocks(S, half, m, d):
-    """``J^{1/2} S J^{1/2}`` for the block-diagonal J^{1/2} = diag(half_1, ..., half_m, [1])."""
-    body = S[:m * d, :m * d].reshape(m, d, m, d)
-    body = torch.einsum("gab,gbhc->gahc", half, body)
-    body = torch.einsum("gahc,hdc->gahd", body, half).reshape(m * d, m * d)
-    if S.shape[0] == m * d:
-        return body
-    edge = _apply_blocks(half, S[:m * d, -1], m, d)
-    return torch.cat([torch.cat([body, edge[:, None]], 1), torch.cat([edge, S[-1:, -1]])[None]], 0)
+class _RootJacobian:
+    """``J^{1/2}`` for a batch of outputs ks (B,) over the active groups (m,): block-diagonal with
+    ``sqrt(a_g) I + (1 - sqrt(a_g)) u_g u_g^T`` per group (d, d) and 1 for the intercept, kept as
+    ``R + U C U^T``: R diagonal (B, D), U (B, D, m) the directions u_g in their blocks, C = 1 - sqrt(a)
+    (B, m), D = m d (+ 1). Products with it are rank-m updates: no (B, m, d, m, d) einsum."""
 
+    def __init__(self, state, groups, ks, intercept):
+        d = state.V.shape[0]
+        m, B = len(groups), len(ks)
+        root = state.scale[groups][:, ks].T.sqrt()  # (B, m)
+        u = (state.V[:, groups][:, :, ks] / state.norms[groups][:, ks]).permute(2, 1, 0)  # (B, m, d)
+        eye = torch.eye(m, dtype=u.dtype, device=u.device)
+        self.U = (u[:, :, :, None] * eye[:, None, :]).reshape(B, m * d, m)
+        self.R = root.repeat_interleave(d, 1)
+        if intercept:
+            self.U = torch.cat([self.U, self.U.new_zeros(B, 1, m)], 1)
+            self.R = torch.cat([self.R, self.R.new_ones(B, 1)], 1)
+        self.C = 1 - root
 
-def _apply_blocks(half, x, m, d):
-    body = torch.einsum("gab,gb->ga", half, x[:m * d].reshape(m, d)).reshape(-1)
-    return torch.cat([body, x[m * d:]])
+    def apply(self, x):
+        """``J^{1/2} x`` for x (B, D)."""
+        return self.R * x + (self.U @ (self.C * (self.U.transpose(1, 2) @ x[:, :, None])[:, :, 0])[:, :, None])[:, :, 0]
+
+    def congruence(self, S):
+        """``J^{1/2} S J^{1/2}`` (B, D, D) for one symmetric S (D, D)."""
+        SU = S @ self.U
+        RSU = self.R[:, :, None] * SU                                    # R S U (B, D, m)
+        inner = self.U.transpose(1, 2) @ SU                              # U^T S U (B, m, m)
+        out = S * self.R[:, :, None] * self.R[:, None, :]                # R S R
+        UC = self.U * self.C[:, None, :]
+        out.baddbmm_(RSU, UC.transpose(1, 2))                            # R S U C U^T
+        out.baddbmm_(UC, RSU.transpose(1, 2))                            # U C U^T S R
+        return out.baddbmm_(UC @ inner, UC.transpose(1, 2))              # U C U^T S U C U^T
 
 
 def _spd_solve(H, rhs):
-    """Solve H x = rhs for a symmetric positive definite H (Cholesky, with a tiny shift if rounding
-    made it indefinite)."""
+    """Solve H x = rhs for symmetric positive definite H (..., D, D), rhs (..., D, r) (Cholesky,
+    with a tiny shift where rounding made H indefinite)."""
     L, info = torch.linalg.cholesky_ex(H)
-    shift = 1e-14 * float(H.diagonal().abs().max())
-    while int(info) != 0:
-        H.diagonal().add_(shift)
+    shift = 1e-14 * H.diagonal(dim1=-2, dim2=-1).abs().amax(-1, keepdim=True)
+    while bool((info != 0).any()):
+        H.diagonal(dim1=-2, dim2=-1).add_(torch.where((info != 0)[..., None], shift, 0))
         L, info = torch.linalg.cholesky_ex(H)
         shift *= 100
-    return torch.cholesky_solve(rhs, L)
+    # two triangular solves: several times faster than cholesky_solve for batches on the CPU
+    return torch.linalg.solve_triangular(L.mT, torch.linalg.solve_triangular(L, rhs, upper=False), upper=True)
 
 
 def _psi(program, xi, W, b, sigma):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from convexgan import ConvexReLU, TwoLayerReLU, enumerate_patterns
+from convexgan import ConvexReLU, TwoLayerGatedReLU, TwoLayerReLU, enumerate_patterns
 from cvxpy_reference import reference_optimum
 
 X = np.array([[2.0, 2.0], [3.0, 3.0], [1.0, 0.0]])
@@ -47,3 +47,22 @@ def test_adam_never_beats_the_convex_optimum(convex):
     assert min(finals) >= convex.objective_ * (1 - 1e-6)
     # and Adam does reach it from some start: the convex optimum is attained, not just a bound
     assert min(finals) <= convex.objective_ * (1 + 1e-3)
+
+
+def test_gated_network_with_shared_gates_computes_every_neuron():
+    """Neurons sharing gates take the per-gate path of ``TwoLayerGatedReLU.forward``: the same
+    outputs and gradients as the neuron-by-neuron sum, for inputs with extra leading axes."""
+    generator = torch.Generator().manual_seed(0)
+    d, n_gates, per_gate, c = 7, 3, 9, 5
+    net = TwoLayerGatedReLU(d, n_gates * per_gate, c).double()
+    torch.nn.init.normal_(net.output.bias, generator=generator)
+    net.gates.copy_(torch.randn(d, n_gates, dtype=torch.float64, generator=generator).repeat_interleave(per_gate, 1))
+    x = torch.randn(4, 6, d, dtype=torch.float64, generator=generator)
+    by_neuron = sum(((x @ net.gates[:, i] >= 0).double() * (x @ net.hidden.weight[i]))[..., None] * net.output.weight[:, i]
+                    for i in range(n_gates * per_gate)) + net.output.bias
+    out = net(x)
+    assert out.shape == (4, 6, c)
+    torch.testing.assert_close(out, by_neuron, rtol=1e-12, atol=1e-12)
+    weights = [net.hidden.weight, net.output.weight]
+    assert all(torch.allclose(a, b, rtol=1e-10, atol=1e-12) for a, b in zip(
+        torch.autograd.grad(out.square().sum(), weights), torch.autograd.grad(by_neuron.square().sum(), weights)))
