@@ -122,6 +122,7 @@ class PooledConvProgram(ConvexProgram):
     """The program above for ``ConvexProgram``'s solvers. features (P, n, 4D) with D = 9C,
     Y (n, K) one-hot; weights W (D, P, 4K) (quadrant-major columns), intercept (K,)."""
     TENSORS = ("F", "Y", "mask_weights", "cone_signs")
+    ROW_AXES = {"F": 1}
 
     def __init__(self, features, Y, loss, penalty, fit_intercept=True):
         P, n, QD = features.shape

@@ -56,6 +56,7 @@ class ConvexProgram:
     """The data of one program. X (n, d), masks (n, G) bool, signs (G,), Y (n, c): all tensors on one
     device and dtype (masks bool)."""
     TENSORS = ("X", "Y", "mask_weights", "cone_signs")  # the data float64() converts
+    ROW_AXES = {}  # the axis of each of them that indexes rows, where it is not 0
 
     def __init__(self, X, masks, signs, Y, loss, penalty, fit_intercept, cone, exact=None):
         """``exact``: X and Y in float64 before any rounding to X's dtype; a float32 program keeps
@@ -205,37 +206,74 @@ class ConvexProgram:
     def confirmed_certificate(self, W, b, multipliers=None, refine=False):
         """The certificate recomputed in float64 from the weights (the products X W included),
         the intercept re-fitted in float64 so that the dual constraint ``1^T Theta = 0`` holds to
-        float64 precision. Returns ``(certificate, intercept)``, the intercept in float64."""
-        exact = self.float64()
+        float64 precision. Returns ``(certificate, intercept)``, the intercept in float64.
+
+        Without cones it runs over blocks of rows (``row_blocks``): one block of the data is in
+        float64 at a time, so a float32 program is never copied whole (it uses its exact float64
+        data where it keeps them). The cone certificate needs all rows at once (multipliers, NNLS)."""
         W = W.double()
-        XW = exact.image(W)
-        b = exact.intercept(XW, b.double())
-        multipliers = None if multipliers is None else multipliers.double()
-        return exact.certificate(W, b, XW, multipliers, refine), b
+        if self.cone:
+            exact = self.float64()
+            XW = exact.image(W)
+            b = exact.intercept(XW, b.double())
+            return exact.certificate(W, b, XW, multipliers.double(), refine), b
+        source = getattr(self, "_float64", self)
+        Y = source.Y.double()
+        fit = torch.cat([block.predict(block.image(W), 0) for _, block in source.row_blocks()])
+        b = self.loss.optimal_intercept(fit, Y, b.double()) if self.fit_intercept else b.double()
+
+        def adjoint_of(Theta):
+            product = torch.zeros(self.shape, dtype=torch.float64, device=W.device)
+            for rows, block in source.row_blocks():
+                product += block.local_adjoint(block.loss_image_grad(Theta[rows]))
+            return all_reduce_sum(product)[0] if self.sharded else product
+        return self._certificate(W, fit + b, Y, adjoint_of), b
+
+    def row_blocks(self):
+        """``(rows, program)`` over consecutive blocks of this rank's rows: the program of those rows
+        with its data in float64, about ``ROW_BLOCK`` float64 entries of data and products each."""
+        n = self.Y.shape[0]
+        per_row = self.X.numel() // max(n, 1) + self.shape[1] * self.shape[2]
+        for start in range(0, max(n, 1), max(1, ROW_BLOCK // per_row)):  # an empty shard: one empty block
+            rows = slice(start, min(n, start + max(1, ROW_BLOCK // per_row)))
+            block = copy.copy(self)
+            for name in self.TENSORS:
+                value = getattr(self, name)
+                if value is not None:
+                    axis = self.ROW_AXES.get(name, 0)
+                    setattr(block, name, value[(slice(None),) * axis + (rows,)].double())
+            yield rows, block
 
     def certificate(self, W, b, XW, multipliers=None, refine=False):
-        pred = self.predict(XW, b)
-        primal = float(self.loss.value(pred, self.Y) + self.penalty.value(W))
-        Theta = self.loss.grad(pred, self.Y)
-        R = self.loss_image_grad(Theta)
         violation = 0.0
         if self.cone:
-            R = R - self.cone_signs[:, :, None] * multipliers
             violation = float(torch.linalg.vector_norm(self.slack(XW).clamp_max(0))
                               / torch.linalg.vector_norm(XW).clamp_min(1e-300))
-        norms = self.penalty.dual_norms(self.adjoint(R))
+
+        def adjoint_of(Theta):
+            R = self.loss_image_grad(Theta)
+            return self.adjoint(R - self.cone_signs[:, :, None] * multipliers if self.cone else R)
+        return self._certificate(W, self.predict(XW, b), self.Y, adjoint_of, violation, refine)
+
+    def _certificate(self, W, pred, Y, adjoint_of, violation=0.0, refine=False):
+        """The certificate at predictions ``pred`` (n, c) of W for targets Y; ``adjoint_of(Theta)``
+        gives the (d, G, c) products whose dual norms scale Theta into the dual ball."""
+        primal = float(self.loss.value(pred, Y) + self.penalty.value(W))
+        Theta = self.loss.grad(pred, Y)
+        norms = self.penalty.dual_norms(adjoint_of(Theta))
         if self.cone and refine:
             norms = self.refine_dual_norms(Theta, norms)
-        dual = self.scaled_dual(Theta, norms)
+        dual = self.scaled_dual(Theta, norms, Y)
         return Certificate(primal, dual, (primal - dual) / max(abs(primal), 1e-300), violation)
 
-    def scaled_dual(self, Theta, norms):
+    def scaled_dual(self, Theta, norms, Y=None):
         """The dual value ``-F*(alpha Theta)`` of Theta (n, c) scaled into the dual ball: ``alpha =
         min(1, lam / max(norms))`` with ``norms`` its dual norms per group; a lower bound on the
-        optimum when Theta also satisfies the intercept's constraint ``1^T Theta = 0``."""
+        optimum when Theta also satisfies the intercept's constraint ``1^T Theta = 0``. Y: the
+        targets (default the program's)."""
         worst = float(norms.max())
         alpha = min(1.0, self.penalty.lam / worst) if worst > 0 else 1.0
-        return -float(self.loss.conjugate(alpha * Theta, self.Y))
+        return -float(self.loss.conjugate(alpha * Theta, self.Y if Y is None else Y))
 
 
 def singular_basis(program, always=False):
@@ -533,6 +571,7 @@ def _record(history, iteration, start, cert):
 
 
 MAX_INNER = 2000  # FISTA iterations before a multiplier update at the latest
+ROW_BLOCK = 2 ** 24  # float64 entries of data and products per block of the float64 certificate (128 MiB)
 
 # a bound on the second derivative of each loss per sample, in units of 1/n
 LIPSCHITZ = {"SquaredLoss": 1.0, "LogisticLoss": 0.25, "CrossEntropyLoss": 0.5}

@@ -1,0 +1,61 @@
+"""The float64 certificate of float32 programs, computed over blocks of rows, against the one of the
+whole program converted to float64."""
+import numpy as np
+import pytest
+import torch
+
+from convexgan import losses, solvers
+from convexgan.convolutional import PooledConvProgram
+from convexgan.penalties import GroupL2, NuclearNorm
+
+
+def whole_float64_certificate(program, W, b):
+    exact = program.float64()
+    XW = exact.image(W.double())
+    b = exact.intercept(XW, b.double())
+    return exact.certificate(W.double(), b, XW), b
+
+
+def assert_same(blocked, whole):
+    (cert, b), (expected, expected_b) = blocked, whole
+    assert cert.primal == pytest.approx(expected.primal, rel=1e-12)
+    assert cert.dual == pytest.approx(expected.dual, rel=1e-12)
+    torch.testing.assert_close(b, expected_b, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("loss", ["squared", "logistic"])
+@pytest.mark.parametrize("fit_intercept", [True, False])
+@pytest.mark.parametrize("exact", [True, False])
+def test_certificate_by_row_blocks_equals_the_whole_float64_certificate(loss, fit_intercept, exact, monkeypatch):
+    monkeypatch.setattr(solvers, "ROW_BLOCK", 150)  # blocks of 3 rows
+    rng = np.random.default_rng(1)
+    n, d, G = 40, 5, 6
+    X = rng.standard_normal((n, d))
+    Y = rng.standard_normal((n, 1)) if loss == "squared" else rng.choice([-1.0, 1.0], (n, 1))
+    masks = X @ rng.standard_normal((d, G)) >= 0
+    if exact:  # built from float64 arrays: it keeps them for its certificates
+        program = solvers.ConvexProgram.from_arrays(X, masks, np.ones(G), Y, losses.LOSSES[loss](), GroupL2(0.05),
+                                                    fit_intercept, False, torch.float32, "cpu")
+    else:  # float32 data only
+        program = solvers.ConvexProgram(torch.tensor(X, dtype=torch.float32), torch.tensor(masks),
+                                        torch.ones(G), torch.tensor(Y, dtype=torch.float32),
+                                        losses.LOSSES[loss](), GroupL2(0.05), fit_intercept, False)
+    W = torch.tensor(rng.standard_normal((d, G, 1)), dtype=torch.float32)
+    b = torch.tensor([0.3], dtype=torch.float32)
+    blocked = program.confirmed_certificate(W, b)
+    assert exact or not hasattr(program, "_float64")  # no float64 copy of the whole data was made
+    assert_same(blocked, whole_float64_certificate(program, W, b))
+
+
+def test_convolutional_certificate_by_row_blocks(monkeypatch):
+    rng = np.random.default_rng(2)
+    P, n, QD, K = 3, 30, 8, 4
+    features = torch.tensor(rng.standard_normal((P, n, QD)), dtype=torch.float32)
+    Y = torch.tensor(np.eye(K)[rng.integers(0, K, n)], dtype=torch.float32)
+    program = PooledConvProgram(features, Y, losses.CrossEntropyLoss(), NuclearNorm(0.1))
+    monkeypatch.setattr(solvers, "ROW_BLOCK", 7 * (P * QD + program.shape[1] * program.shape[2]))  # 7 rows
+    W = 0.3 * torch.tensor(rng.standard_normal(program.shape), dtype=torch.float32)
+    b = torch.tensor(rng.standard_normal(K), dtype=torch.float32)
+    blocked = program.confirmed_certificate(W, b)
+    assert not hasattr(program, "_float64")
+    assert_same(blocked, whole_float64_certificate(program, W, b))
