@@ -203,7 +203,8 @@ class _RootJacobian:
 
     def apply(self, x):
         """``J^{1/2} x`` for x (B, D)."""
-        return self.R * x + (self.U @ (self.C * (self.U.transpose(1, 2) @ x[:, :, None])[:, :, 0])[:, :, None])[:, :, 0]
+        along = self.C[:, :, None] * (self.U.transpose(1, 2) @ x[:, :, None])  # C U^T x (B, m, 1)
+        return self.R * x + (self.U @ along)[:, :, 0]
 
     def congruence(self, S):
         """``J^{1/2} S J^{1/2}`` (B, D, D) for one symmetric S (D, D)."""

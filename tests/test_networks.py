@@ -58,8 +58,9 @@ def test_gated_network_with_shared_gates_computes_every_neuron():
     torch.nn.init.normal_(net.output.bias, generator=generator)
     net.gates.copy_(torch.randn(d, n_gates, dtype=torch.float64, generator=generator).repeat_interleave(per_gate, 1))
     x = torch.randn(4, 6, d, dtype=torch.float64, generator=generator)
-    by_neuron = sum(((x @ net.gates[:, i] >= 0).double() * (x @ net.hidden.weight[i]))[..., None] * net.output.weight[:, i]
-                    for i in range(n_gates * per_gate)) + net.output.bias
+    by_neuron = net.output.bias + sum(
+        ((x @ net.gates[:, i] >= 0).double() * (x @ net.hidden.weight[i]))[..., None] * net.output.weight[:, i]
+        for i in range(n_gates * per_gate))
     out = net(x)
     assert out.shape == (4, 6, c)
     torch.testing.assert_close(out, by_neuron, rtol=1e-12, atol=1e-12)
