@@ -423,7 +423,8 @@ def solve_gated(program, W, b, tol, max_iter, check_every=10, history=None, metr
     -------
     W, b : torch.Tensor
     certificate : Certificate
-        Of the returned point; float64-confirmed when it met ``tol``.
+        Of the returned point, computed in float64 (with the intercept re-fitted in float64, which
+        is the one returned), whether or not it met ``tol``.
     n_iter : int
     """
     if metric is None:
@@ -468,7 +469,10 @@ def _solve_prox(program, prox, W, b, tol, max_iter, check_every, history, metric
     step = _first_step(curvature if metric is None else float(metric.max()), loss)  # M ~ the data curvature
     W, b, XW, n_iter, _ = fista(program, gradient, divergence, prox, W, b, step, max_iter,
                                 check, check_every, metric)
-    return W, b, result["certificate"], n_iter
+    cert = result["certificate"]
+    if cert.gap > tol and W.dtype != torch.float64:  # stopped at max_iter: still a float64 certificate
+        cert, b = program.confirmed_certificate(W, b, no_multipliers, refine=program.cone)
+    return W, b, cert, n_iter
 
 
 def solve_cone(program, W, b, tol, max_iter, check_every=10, history=None):
@@ -557,7 +561,10 @@ def solve_cone(program, W, b, tol, max_iter, check_every=10, history=None):
         if tol < cert.cone_violation > 0.5 * violation:
             rho = min(rho * 5, 1e8 / n)
         violation, eps = cert.cone_violation, max(eps * 0.3, tol)
-    return W, b, result["certificate"], n_iter, multipliers
+    cert = result["certificate"]
+    if not result.get("done") and W.dtype != torch.float64:  # stopped at max_iter: still a float64 certificate
+        cert, b = program.confirmed_certificate(W, b, multipliers, refine=True)
+    return W, b, cert, n_iter, multipliers
 
 
 def _first_step(curvature, loss):

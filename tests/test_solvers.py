@@ -59,3 +59,19 @@ def test_convolutional_certificate_by_row_blocks(monkeypatch):
     blocked = program.confirmed_certificate(W, b)
     assert not hasattr(program, "_float64")
     assert_same(blocked, whole_float64_certificate(program, W, b))
+
+
+def test_unconverged_float32_solve_reports_a_float64_certificate():
+    rng = np.random.default_rng(3)
+    n, d, G = 50, 6, 8
+    X = rng.standard_normal((n, d))
+    masks = X @ rng.standard_normal((d, G)) >= 0
+    program = solvers.ConvexProgram(torch.tensor(X, dtype=torch.float32), torch.tensor(masks), torch.ones(G),
+                                    torch.tensor(rng.standard_normal((n, 1)), dtype=torch.float32),
+                                    losses.SquaredLoss(), GroupL2(0.01), True, False)
+    W, b, cert, n_iter = solvers.solve_gated(program, *program.zeros(), tol=1e-12, max_iter=15)
+    assert n_iter == 15 and cert.gap > 1e-12  # stopped by max_iter
+    expected, expected_b = whole_float64_certificate(program, W, b)
+    assert b.dtype == torch.float64 and cert.primal == pytest.approx(expected.primal, rel=1e-12)
+    assert cert.dual == pytest.approx(expected.dual, rel=1e-12)
+    torch.testing.assert_close(b, expected_b, rtol=1e-12, atol=1e-14)
