@@ -197,11 +197,17 @@ class ConvexProgram:
         if self.X.dtype == torch.float64:
             return self
         if not hasattr(self, "_float64"):
-            self._float64 = copy.copy(self)
-            for name in self.TENSORS:
-                value = getattr(self, name)
-                setattr(self._float64, name, None if value is None else value.double())
+            self._float64 = self._with_data(lambda _, value: value.double())
         return self._float64
+
+    def _with_data(self, convert):
+        """A shallow copy of this program whose data (``TENSORS``) are ``convert(name, tensor)``."""
+        program = copy.copy(self)
+        for name in self.TENSORS:
+            value = getattr(self, name)
+            if value is not None:
+                setattr(program, name, convert(name, value))
+        return program
 
     def confirmed_certificate(self, W, b, multipliers=None, refine=False):
         """The certificate recomputed in float64 from the weights (the products X W included),
@@ -233,16 +239,11 @@ class ConvexProgram:
         """``(rows, program)`` over consecutive blocks of this rank's rows: the program of those rows
         with its data in float64, about ``ROW_BLOCK`` float64 entries of data and products each."""
         n = self.Y.shape[0]
-        per_row = self.X.numel() // max(n, 1) + self.shape[1] * self.shape[2]
-        for start in range(0, max(n, 1), max(1, ROW_BLOCK // per_row)):  # an empty shard: one empty block
-            rows = slice(start, min(n, start + max(1, ROW_BLOCK // per_row)))
-            block = copy.copy(self)
-            for name in self.TENSORS:
-                value = getattr(self, name)
-                if value is not None:
-                    axis = self.ROW_AXES.get(name, 0)
-                    setattr(block, name, value[(slice(None),) * axis + (rows,)].double())
-            yield rows, block
+        size = max(1, ROW_BLOCK // (self.X.numel() // max(n, 1) + self.shape[1] * self.shape[2]))
+        for start in range(0, max(n, 1), size):  # an empty shard: one empty block
+            rows = slice(start, min(n, start + size))
+            yield rows, self._with_data(lambda name, value: value[(slice(None),) * self.ROW_AXES.get(name, 0)
+                                                                  + (rows,)].double())
 
     def certificate(self, W, b, XW, multipliers=None, refine=False):
         violation = 0.0

@@ -161,8 +161,8 @@ class _NewtonSystems:
         correction = torch.zeros_like(state.V)
         intercept = torch.zeros(c, dtype=grad.dtype, device=grad.device)
         patterns, which = torch.unique(active.T, dim=0, return_inverse=True)
-        for pattern, outputs in zip(patterns, (torch.nonzero(which == u)[:, 0] for u in range(len(patterns)))):
-            groups = torch.nonzero(pattern)[:, 0]
+        for u, pattern in enumerate(patterns):
+            outputs, groups = torch.nonzero(which == u)[:, 0], torch.nonzero(pattern)[:, 0]
             m = len(groups)
             index = (groups[:, None] * d + torch.arange(d, device=groups.device)).reshape(-1)
             if p.fit_intercept:
