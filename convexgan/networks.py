@@ -41,8 +41,11 @@ class TwoLayerGatedReLU(TwoLayerReLU):
         neurons per gate), the output is one product of the gated inputs ``[x 1[x^T g_j >= 0]]_j``
         (n, J d) with the J stacked maps, ``J d (c + 2)`` multiply-adds per row instead of
         ``m (2 d + c)``, and no (n, m) hidden tensor. x (..., d) -> (..., c)."""
+        (m, d), c = self.hidden.weight.shape, self.output.weight.shape[0]
+        if x.shape[-1] != d:  # the rows are read by reshape, which would not notice
+            raise ValueError(f"x must have {d} features in its last axis, got shape {tuple(x.shape)}.")
         gates, which = torch.unique(self.gates, dim=1, return_inverse=True)
-        (m, d), c, J = self.hidden.weight.shape, self.output.weight.shape[0], gates.shape[1]
+        J = gates.shape[1]
         if J * d * (c + 2) >= m * (2 * d + c):
             return super().forward(x)
         neurons = self.hidden.weight[:, :, None] * self.output.weight.T[:, None, :]  # (m, d, c)

@@ -64,6 +64,8 @@ def test_gated_network_with_shared_gates_computes_every_neuron():
     out = net(x)
     assert out.shape == (4, 6, c)
     torch.testing.assert_close(out, by_neuron, rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="7 features"):
+        net(torch.randn(4, 14, dtype=torch.float64))  # 56 entries would reshape into rows of 7
     weights = [net.hidden.weight, net.output.weight]
     assert all(torch.allclose(a, b, rtol=1e-10, atol=1e-12) for a, b in zip(
         torch.autograd.grad(out.square().sum(), weights), torch.autograd.grad(by_neuron.square().sum(), weights)))
