@@ -280,7 +280,10 @@ class _ConvexTwoLayer(BaseEstimator):
         """The certificate of any weights ``coef`` (d, G, c) (from another solver, say) for this
         model's program on (X, y) with its fitted patterns: ``Certificate(primal, dual, gap,
         cone_violation)``. The intercept, if fitted, is re-optimized first. The program is the one
-        ``fit`` solved (its lam, activation and intercept), whatever ``set_params`` changed since."""
+        ``fit`` solved (its lam, activation and intercept), whatever ``set_params`` changed since.
+        Its dual point is the scaled gradient at ``coef``; the Newton solver's ``dual_objective_``
+        comes from its own dual iterate when that is better, so ``gap_`` can be smaller than the
+        gap this gives for the same weights (both bound the suboptimality)."""
         check_is_fitted(self)
         X, Y, loss = self._targets(X, y, "fitted")
         program = self._program(X, Y, loss, X @ self.gates_ >= 0, self.fitted_params_)

@@ -30,6 +30,10 @@ def threshold(values, dtype):
 def shared_neurons(W, dtype=torch.float64):
     """Neurons of W (d, G, c) under the nuclear norm, strongest first.
     Returns ``(group (m,), hidden (m, d), output (m, c), singular values (m,))``, float64."""
+    if W.shape[2] == 1:  # one output: each group's singular value is its norm
+        group, hidden, output = separate_neurons(W, dtype)
+        order = torch.argsort(output[:, 0], descending=True)
+        return group[order], hidden[order], output[order], output[order, 0] ** 2
     U, s, Vh = torch.linalg.svd(W.double().transpose(0, 1), full_matrices=False)  # (G, d, r) (G, r) (G, r, c)
     group, k = torch.nonzero(s > threshold(s, dtype), as_tuple=True)
     order = torch.argsort(s[group, k], descending=True)

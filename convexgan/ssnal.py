@@ -91,6 +91,9 @@ class _State:
     W: torch.Tensor        # W+ = V * scale
     b: torch.Tensor        # b+
     XW: torch.Tensor       # X W+_g, (n, G, c)
+    fit: torch.Tensor      # A W+ without the intercept, (n, c)
+    adjoint: torch.Tensor  # A^T xi, (d, G, c)
+    xi_sum: torch.Tensor   # 1^T xi, (c,)
 
 
 class _NewtonSystems:
@@ -99,13 +102,21 @@ class _NewtonSystems:
     def __init__(self, program):
         self.program = program
         self.n = program.n
-        self._K = self._gram = None
+        self._K = self._gram = self._ones_adjoint = None
 
     @property
     def K(self):
         if self._K is None:
             self._K = self.program.X @ self.program.X.T
         return self._K
+
+    @property
+    def ones_adjoint(self):
+        """``X^T s_g D_g 1`` for every group (d, G): the change of ``A^T xi`` when xi is centered."""
+        if self._ones_adjoint is None:
+            p = self.program
+            self._ones_adjoint = p.adjoint(p.loss_image_grad(torch.ones_like(p.Y)))[:, :, 0]
+        return self._ones_adjoint
 
     @property
     def gram(self):
@@ -142,7 +153,7 @@ class _NewtonSystems:
         u = state.V[:, active, k] / state.norms[active, k]
         masks = p.mask_weights[:, active]
         H = self.K * ((masks * a) @ masks.T)
-        B = masks * (p.X @ u)
+        B = masks * (state.XW[:, active, k] / (a * state.norms[active, k]))  # D_g X u_g, as X W+_g = a_g ||V_g|| X u_g
         H += (B * (1 - a)) @ B.T
         if p.fit_intercept:
             H += 1.0
@@ -231,9 +242,11 @@ def _spd_solve(H, rhs):
     return torch.linalg.solve_triangular(L.mT, torch.linalg.solve_triangular(L, rhs, upper=False), upper=True)
 
 
-def _psi(program, xi, W, b, sigma):
+def _psi(program, xi, W, b, sigma, products=None):
+    """psi at xi for the outer point (W, b) and step sigma; ``products``: xi's ``(A^T xi, 1^T xi)``
+    when a state of the same xi has them."""
     p = program
-    adjoint, xi_sum = p.adjoint(p.loss_image_grad(xi), xi.sum(0))
+    adjoint, xi_sum = products or p.adjoint(p.loss_image_grad(xi), xi.sum(0))
     V = W - sigma * adjoint
     norms = torch.linalg.vector_norm(V, dim=0)
     scale = (1 - sigma * p.penalty.lam / norms.clamp_min(1e-300)).clamp_min(0)
@@ -241,8 +254,9 @@ def _psi(program, xi, W, b, sigma):
     XW = p.image(W_plus)
     b_plus = b - sigma * xi_sum if p.fit_intercept else b  # without an intercept b is zero
     value = p.loss.conjugate(xi, p.Y) + (W_plus.square().sum() + b_plus.square().sum()) / (2 * sigma)
-    grad = p.loss.conjugate_grad(xi, p.Y) - p.predict(XW, b_plus)
-    return _State(xi, float(value), grad, V, norms, scale, W_plus, b_plus, XW)
+    fit = p.predict(XW, 0)
+    grad = p.loss.conjugate_grad(xi, p.Y) - (fit + b_plus)
+    return _State(xi, float(value), grad, V, norms, scale, W_plus, b_plus, XW, fit, adjoint, xi_sum)
 
 
 def solve_ssnal(program, W, b, tol, max_iter, history=None):
@@ -277,7 +291,9 @@ def solve_ssnal(program, W, b, tol, max_iter, history=None):
     """
     p = program.float64()
     loss, Y = p.loss, p.Y
-    systems = _NewtonSystems(p)
+    systems = getattr(p, "_newton_systems", None)
+    if systems is None or systems.program is not p:  # kept for the next solve (a path) of this program
+        systems = p._newton_systems = _NewtonSystems(p)
     W, b = W.double(), b.double()
     XW = p.image(W)
     b = p.intercept(XW, b)
@@ -288,60 +304,76 @@ def solve_ssnal(program, W, b, tol, max_iter, history=None):
     sigma, sigma_cap = sigma_start, math.inf
     start, n_newton = time.perf_counter(), 0
     cert = p.certificate(W, b, XW)
-    best = (cert, W, b, XW, xi)
+    products = None  # A^T xi and 1^T xi, once a state has them
+    best = (cert, W, b, XW, xi, products)
     _record(history, 0, start, cert)
     while best[0].gap > tol and n_newton < max_iter:
-        state, steps = _minimize_psi(p, systems, xi, W, b, XW, sigma, max_iter - n_newton)
+        state, steps, cert, b = _minimize_psi(p, systems, xi, products, W, b, XW, sigma, max_iter - n_newton, tol)
         n_newton += steps
-        W, xi = state.W, state.xi
-        XW = state.XW
-        b = p.intercept(XW, state.b)
-        cert = _best_dual(p, p.certificate(W, b, XW), xi)
+        W, xi, XW, products = state.W, state.xi, state.XW, (state.adjoint, state.xi_sum)
+        if not math.isfinite(cert.gap):  # centered, xi left the conjugate's domain: the gradient's dual
+            cert = p.certificate(W, b, XW)
         _record(history, n_newton, start, cert)
         log.debug("ssnal: sigma=%.3g newton=%d primal=%.10g gap=%.3g", sigma, n_newton, cert.primal, cert.gap)
         if cert.gap <= best[0].gap:
-            best = (cert, W, b, XW, xi)
+            best = (cert, W, b, XW, xi, products)
         if cert.gap > NOISE * best[0].gap and cert.primal >= best[0].primal and sigma > sigma_start:
             # rounding (a proximal step never raises the primal): back to the best point, smaller step
             sigma_cap = sigma = sigma / SIGMA_GROWTH
-            cert, W, b, XW, xi = best
+            cert, W, b, XW, xi, products = best
         else:
             sigma = min(sigma * SIGMA_GROWTH, sigma_cap)
-    cert, W, b, _, _ = best
+    cert, W, b = best[:3]
     return W, b, cert, n_newton
 
 
-def _best_dual(p, cert, xi):
+def _best_dual(p, systems, cert, state):
     """The certificate with the better of two dual points: the scaled gradient at the primal point
-    (``certificate``'s) and the Newton iterate xi, centered (1^T xi = 0, with an intercept) and
-    scaled into the dual ball. Both are dual feasible; xi is the better one while the primal is
-    still far from exact, which a tiny lam makes common."""
+    (``cert``'s) and the Newton iterate xi of ``state``, centered (1^T xi = 0, with an intercept)
+    and scaled into the dual ball. Both are dual feasible; xi is the better one while the primal is
+    still far from exact, which a tiny lam makes common. xi's products ``A^T xi`` are the ones psi
+    computed: no product with the data here."""
+    xi, adjoint = state.xi, state.adjoint
     if p.fit_intercept:
-        xi = xi - p.loss.total(xi, 0) / p.n
-    value = p.scaled_dual(xi, p.penalty.dual_norms(p.adjoint(p.loss_image_grad(xi))))
+        mean = p.loss.total(xi, 0) / p.n
+        xi, adjoint = xi - mean, adjoint - systems.ones_adjoint[:, :, None] * mean
+    value = p.scaled_dual(xi, p.penalty.dual_norms(adjoint))
     if not value > cert.dual:  # also when xi fell outside the conjugate's domain (-inf)
         return cert
     return Certificate(cert.primal, value, (cert.primal - value) / max(abs(cert.primal), 1e-300))
 
 
-def _minimize_psi(p, systems, xi, W, b, XW, sigma, budget):
-    """Newton's method on psi from xi, for the outer point (W, b). Returns ``(state, steps)``."""
+def _primal_certificate(p, state):
+    """The certificate at the primal point (W+, b+) of ``state`` without its gradient's dual (no
+    product with the data): its dual is -inf until ``_best_dual`` gives it one. Returns
+    ``(certificate, intercept)``, the intercept re-fitted."""
+    b = p.loss.optimal_intercept(state.fit, p.Y, state.b) if p.fit_intercept else state.b
+    primal = float(p.loss.value(state.fit + b, p.Y) + p.penalty.value(state.W))
+    return Certificate(primal, -math.inf, math.inf), b
+
+
+def _minimize_psi(p, systems, xi, products, W, b, XW, sigma, budget, tol):
+    """Newton's method on psi from xi (its products ``(A^T xi, 1^T xi)`` if known), for the outer
+    point (W, b), until psi is minimized well enough for this outer step, or the point (W+, b+)
+    with the dual point xi is certified to ``tol`` (checked after every step: it needs no product
+    with the data). Returns ``(state, steps, certificate, intercept)``, the certificate's dual
+    xi's (or -inf), the intercept re-fitted."""
     fit_before = p.predict(XW, b)
-    state = _psi(p, xi, W, b, sigma)
-    for steps in range(min(MAX_INNER, budget)):
-        fit = p.predict(state.XW, state.b)
+    state, steps, stop = _psi(p, xi, W, b, sigma, products), 0, False
+    while True:
+        cert, b_plus = _primal_certificate(p, state)
+        cert = _best_dual(p, systems, cert, state)
+        if stop or cert.gap <= tol or steps >= min(MAX_INNER, budget):
+            return state, steps, cert, b_plus
         residual = _norm(p, state.grad)
         # stop once psi is minimized well enough for this outer step, or down to rounding
-        enough = max(INNER_RATIO * _norm(p, fit - fit_before), ROUNDING * _norm(p, fit))
-        if residual <= enough:
-            return state, steps
+        fit = state.fit + state.b
+        if residual <= max(INNER_RATIO * _norm(p, fit - fit_before), ROUNDING * _norm(p, fit)):
+            return state, steps, cert, b_plus
         direction = systems.direction(state, sigma, p.loss.conjugate_hessian(state.xi, p.Y))
         trial, moved = _line_search(p, state, direction, W, b, sigma)
-        stalled = trial.value >= state.value and _norm(p, trial.grad) >= residual
-        state = trial
-        if not moved or stalled:
-            return state, steps + 1
-    return state, min(MAX_INNER, budget)
+        stop = not moved or (trial.value >= state.value and _norm(p, trial.grad) >= residual)
+        state, steps = trial, steps + 1
 
 
 def _norm(p, Z):

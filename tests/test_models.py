@@ -207,7 +207,10 @@ def test_float32_solves_stop_on_a_float64_certificate(activation):
     exact = ConvexReLU(lam=0.02, n_patterns=8, activation=activation, tol=1e-10, max_iter=100000).fit(X, y)
     assert model.converged_ and model.gap_ <= 1e-5
     assert model.objective_ == pytest.approx(exact.objective_, rel=2e-5)
-    assert model.set_params(dtype="float64").certify(X, y, model.coef_, model.intercept_).gap <= 2e-5
+    # the reported gap is a float64 bound: it covers the suboptimality against the exact solve
+    assert (model.objective_ - exact.dual_objective_) / model.objective_ <= model.gap_ + 1e-12
+    certified = model.set_params(dtype="float64").certify(X, y, model.coef_, model.intercept_)
+    assert certified.primal == pytest.approx(model.objective_, rel=1e-6)
 
 
 @pytest.mark.parametrize("activation", ["gated", "relu"])
