@@ -143,8 +143,9 @@ class PooledConvProgram(ConvexProgram):
         D, P, _ = W.shape
         return W.reshape(D, P, QUADRANTS, self.K).permute(1, 2, 0, 3).reshape(P, QUADRANTS * D, self.K)
 
-    def image(self, W):
-        """Every pattern's scores <F[p], W_p>: (n, P, K)."""
+    def image(self, W, groups=None):
+        """Every pattern's scores <F[p], W_p>: (n, P, K) (all patterns, whatever ``groups`` says:
+        a subset would copy those features)."""
         return torch.bmm(self.F, self._per_group(W)).transpose(0, 1)
 
     def local_adjoint(self, R):

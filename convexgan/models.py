@@ -167,16 +167,18 @@ class _ConvexTwoLayer(BaseEstimator):
         self._solve(prepared, gates, W, b)
         return self
 
-    def _solve(self, prepared, gates, W, b):
+    def _solve(self, prepared, gates, W, b, dual=None):
         """Solve the prepared program from (W, b) and set the learned attributes. Returns the
-        solution (W, b) in the program's basis (for warm starts along a path)."""
+        solution (W, b) in the program's basis (for warm starts along a path); ``dual``: the
+        Newton solver's dual iterate, carried between the solves of a path."""
         program, history = prepared.program, []
         if prepared.solver == "projection":
             W, b, cert, n_iter = solvers.solve_cone_projected(program, W, b, self.tol, self.max_iter, history=history)
         elif prepared.solver == "augmented_lagrangian":
             W, b, cert, n_iter, _ = solvers.solve_cone(program, W, b, self.tol, self.max_iter, history=history)
         elif prepared.solver == "newton":
-            W, b, cert, n_iter = ssnal.solve_ssnal(program, W, b, self.tol, self.max_iter, history=history)
+            W, b, cert, n_iter = ssnal.solve_ssnal(program, W, b, self.tol, self.max_iter, history=history,
+                                                   dual=dual)
         else:
             W, b, cert, n_iter = solvers.solve_gated(program, W, b, self.tol, self.max_iter, history=history,
                                                      metric=prepared.metric)
@@ -206,17 +208,17 @@ class _ConvexTwoLayer(BaseEstimator):
         """Fit at every lam of ``lams`` in turn, the program prepared once; yields after each fit
         (this estimator holds that fit). Each solve starts from the linear extrapolation of the
         last two solutions (the path is smooth between changes of the active set, and a grid
-        log-spaced in lam has equal steps)."""
+        log-spaced in lam has equal steps), and the Newton solver from the last dual iterate."""
         X, Y, loss = self._targets(X, y, "fit")
         loss, masks, gates = self._setup(X, Y, loss)
         prepared = self._prepare(X, Y, loss, masks)
         W, b = prepared.program.zeros()
-        previous = W
+        previous, dual = W, {}
         for lam in lams:
             self.lam = prepared.program.penalty.lam = float(lam)
             start = 2 * W - previous
             previous = W
-            W, b = self._solve(prepared, gates, start, b)
+            W, b = self._solve(prepared, gates, start, b, dual)
             yield self
 
     def _recover(self):

@@ -89,9 +89,15 @@ class ConvexProgram:
         return cls(tensor(X), torch.as_tensor(masks, device=device), tensor(signs), tensor(Y), loss, penalty,
                    fit_intercept, cone, exact=exact)
 
-    def image(self, W):
-        """X W_g for every group: (n, G, c)."""
-        return (self.X @ W.reshape(self.shape[0], -1)).reshape(self.X.shape[0], *self.shape[1:])
+    def image(self, W, groups=None):
+        """X W_g for every group: (n, G, c). ``groups`` (G,) bool, optional: the groups whose W_g may
+        be nonzero; the others' products are zero, and not computed."""
+        n, (d, G, c) = self.X.shape[0], self.shape
+        if groups is None or bool(groups.all()):
+            return (self.X @ W.reshape(d, -1)).reshape(n, G, c)
+        XW = W.new_zeros(n, G, c)
+        XW[:, groups] = (self.X @ W[:, groups].reshape(d, -1)).reshape(n, -1, c)
+        return XW
 
     def adjoint(self, R, *partial_sums):
         """X^T R_g for every group of R (n, G, c): (d, G, c), summed over the rows of all ranks.

@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 SIGMA_START = 100.0     # the first sigma, in units of the inverse curvature of the data term
 SIGMA_GROWTH = 10.0     # sigma's factor per outer step
+WARM_SIGMA = 100.0      # the first sigma's factor when the solve starts from a dual iterate
 MAX_INNER = 50          # Newton steps per outer step at most
 INNER_RATIO = 0.1       # inner stop: ||grad psi|| below this share of the outer step's change of A W
 NOISE = 2.0             # an outer step whose gap exceeds the best one by this factor met rounding
@@ -251,7 +252,7 @@ def _psi(program, xi, W, b, sigma, products=None):
     norms = torch.linalg.vector_norm(V, dim=0)
     scale = (1 - sigma * p.penalty.lam / norms.clamp_min(1e-300)).clamp_min(0)
     W_plus = V * scale
-    XW = p.image(W_plus)
+    XW = p.image(W_plus, (scale > 0).any(1))  # the groups set to zero need no product
     b_plus = b - sigma * xi_sum if p.fit_intercept else b  # without an intercept b is zero
     value = p.loss.conjugate(xi, p.Y) + (W_plus.square().sum() + b_plus.square().sum()) / (2 * sigma)
     fit = p.predict(XW, 0)
@@ -259,7 +260,7 @@ def _psi(program, xi, W, b, sigma, products=None):
     return _State(xi, float(value), grad, V, norms, scale, W_plus, b_plus, XW, fit, adjoint, xi_sum)
 
 
-def solve_ssnal(program, W, b, tol, max_iter, history=None):
+def solve_ssnal(program, W, b, tol, max_iter, history=None, dual=None):
     """Minimize the gated program from (W, b) until the float64 relative duality gap is <= tol.
 
     Parameters
@@ -274,6 +275,11 @@ def solve_ssnal(program, W, b, tol, max_iter, history=None):
         Newton steps in all.
     history : list, optional
         Receives ``(newton steps, seconds, primal, gap)`` after every outer step.
+    dual : dict, optional
+        Carries the dual iterate from one solve of this program to the next (a path): where it
+        holds one (``xi`` at ``lam``), the solve starts from it, scaled by the ratio of the lams
+        (which keeps its groups' dual norms at the new lam), with a sigma ``WARM_SIGMA`` times the
+        cold one; the solve leaves its own last dual iterate in it.
 
     Returns
     -------
@@ -301,6 +307,10 @@ def solve_ssnal(program, W, b, tol, max_iter, history=None):
     # the primal proximal term 1/(2 sigma) ||W - W_k||^2 starts SIGMA_START times flatter than
     # the data term's largest curvature
     sigma_start = SIGMA_START * p.n / (p.lipschitz_data() * LIPSCHITZ[type(loss).__name__])
+    if dual and dual["xi"].shape == xi.shape:
+        scaled = dual["xi"] * (p.penalty.lam / dual["lam"])
+        if loss.in_conjugate_domain(scaled, Y):
+            xi, sigma_start = scaled, sigma_start * WARM_SIGMA
     sigma, sigma_cap = sigma_start, math.inf
     start, n_newton = time.perf_counter(), 0
     cert = p.certificate(W, b, XW)
@@ -324,6 +334,8 @@ def solve_ssnal(program, W, b, tol, max_iter, history=None):
         else:
             sigma = min(sigma * SIGMA_GROWTH, sigma_cap)
     cert, W, b = best[:3]
+    if dual is not None:
+        dual.update(xi=best[4], lam=p.penalty.lam)
     return W, b, cert, n_newton
 
 

@@ -1,5 +1,5 @@
-"""The float64 certificate of float32 programs, computed over blocks of rows, against the one of the
-whole program converted to float64."""
+"""The programs' products with the data, and the float64 certificate of float32 programs computed over
+blocks of rows against the one of the whole program converted to float64."""
 import numpy as np
 import pytest
 import torch
@@ -75,3 +75,18 @@ def test_unconverged_float32_solve_reports_a_float64_certificate():
     assert b.dtype == torch.float64 and cert.primal == pytest.approx(expected.primal, rel=1e-12)
     assert cert.dual == pytest.approx(expected.dual, rel=1e-12)
     torch.testing.assert_close(b, expected_b, rtol=1e-12, atol=1e-14)
+
+
+def test_image_of_some_groups_equals_the_image_of_all():
+    """``image(W, groups)`` computes only the named groups: equal to the full product when the
+    other groups of W are zero, zeros in their place."""
+    rng = np.random.default_rng(2)
+    X = torch.as_tensor(rng.standard_normal((30, 4)))
+    program = solvers.ConvexProgram(X, X @ torch.as_tensor(rng.standard_normal((4, 5))) >= 0,
+                                    torch.ones(5, dtype=X.dtype), torch.as_tensor(rng.standard_normal((30, 2))),
+                                    losses.SquaredLoss(), GroupL2(0.1), True, False)
+    groups = torch.tensor([True, False, True, True, False])
+    W = torch.as_tensor(rng.standard_normal((4, 5, 2))) * groups[:, None]
+    image = program.image(W, groups)
+    torch.testing.assert_close(image, program.image(W), rtol=1e-13, atol=1e-13)
+    assert not image[:, ~groups].any()

@@ -128,3 +128,24 @@ def test_non_convergence_warns_and_bad_solver_choices_are_named():
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         assert ConvexReLUClassifier(activation="gated", tol=1e-6).fit(X, np.arange(50) % 3).solver_ == "fista"
+
+
+@pytest.mark.parametrize("loss", ["squared", "logistic"])
+def test_a_solve_from_the_carried_dual_iterate_matches_cvxpy(loss):
+    """Along a path the dual iterate of one solve starts the next (scaled to the new lam): the
+    warm solve reaches CVXPY's optimum, its dual stays a lower bound, and it hands its own dual
+    iterate on."""
+    X, y, lam, fit_intercept = random_problem(4, loss)
+    Y = y[:, None] if loss == "squared" else (2.0 * y - 1)[:, None]
+    masks = X @ np.random.default_rng(0).standard_normal((X.shape[1], 6)) >= 0
+    program = solvers.ConvexProgram.from_arrays(X, masks, np.ones(6), Y, losses.LOSSES[loss](), GroupL2(2 * lam),
+                                                fit_intercept, False, torch.float64, "cpu")
+    dual = {}
+    W, b, _, _ = ssnal.solve_ssnal(program, *program.zeros(), 1e-10, 500, dual=dual)
+    assert dual["lam"] == 2 * lam and dual["xi"].shape == Y.shape
+    program.penalty.lam = lam
+    W, b, cert, _ = ssnal.solve_ssnal(program, W, b, 1e-10, 500, dual=dual)
+    expected = reference_optimum(X, Y, masks, lam, loss, "gated", fit_intercept, vector=False)
+    assert cert.primal == pytest.approx(expected, rel=1e-6)
+    assert cert.dual <= expected * (1 + 1e-7) + 1e-12
+    assert dual["lam"] == lam
