@@ -96,7 +96,7 @@ class ConvexProgram:
         if groups is None or bool(groups.all()):
             return (self.X @ W.reshape(d, -1)).reshape(n, G, c)
         XW = W.new_zeros(n, G, c)
-        XW[:, groups] = (self.X @ W[:, groups].reshape(d, -1)).reshape(n, -1, c)
+        XW[:, groups] = (self.X @ W[:, groups].reshape(d, -1)).reshape(n, int(groups.sum()), c)
         return XW
 
     def adjoint(self, R, *partial_sums):
