@@ -53,7 +53,7 @@ def build_parser():
     parser.add_argument("--n-patterns", type=int, default=16,
                         help="sampled gates per output of each fit (48 outputs for RGB: a 4 x 4 window)")
     parser.add_argument("--patches", type=int, default=10000, help="patches each convex fit sees")
-    parser.add_argument("--tol", type=float, default=1e-2, help="relative duality gap of each fit")
+    parser.add_argument("--tol", type=float, default=1e-3, help="relative duality gap of each fit")
     parser.add_argument("--max-iter", type=int, default=5000,
                         help="iterations of each fit at most (Newton steps for gated fits)")
     parser.add_argument("--activation", default="gated", choices=["gated", "relu"],
