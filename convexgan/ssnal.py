@@ -19,8 +19,9 @@ on the groups it sets to zero, ``J_g = a_g I + (1 - a_g) u_g u_g^T`` on the othe
 (``a_g = 1 - sigma lam / ||v_g||``, ``u_g = v_g / ||v_g||``, v = W - sigma A^T xi). Each outer
 step minimizes psi by Newton's method with an Armijo line search, then takes (W, b) <- (W+, b+)
 (a proximal-point step on the primal) and grows sigma; it converges superlinearly. The relative
-duality gap at (W, b), in float64, decides when to stop: ``ConvexProgram.certificate``'s, with
-the better of two dual points (the scaled gradient at W, and the scaled Newton iterate xi).
+duality gap at (W+, b+), in float64, decides when to stop; it is checked after every Newton step
+with the dual point xi (centered and scaled into the dual ball: psi already holds ``A^T xi``, so
+it costs no product with the data), and with the scaled gradient at W+ where xi's is not finite.
 
 The losses used here (squared, logistic) and the penalty are separable over outputs, so each
 output k has its own Newton system, solved in the smaller of two spaces:
