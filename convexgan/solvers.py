@@ -144,9 +144,20 @@ class ConvexProgram:
         return float(torch.linalg.vector_norm(W)) * 1.05
 
     def intercept(self, XW, b):
+        """The optimal intercept (c,) for the products XW, from b (b itself without an intercept)."""
+        return self.intercept_of_fit(self.predict(XW, 0), b) if self.fit_intercept else b
+
+    def intercept_of_fit(self, fit, b, Y=None):
+        """The optimal intercept (c,) for predictions ``fit`` (n, c) made without one, from b (b itself
+        when the program fits none); Y: the targets (default the program's)."""
         if not self.fit_intercept:
             return b
-        return self.loss.optimal_intercept(self.predict(XW, 0), self.Y, b)
+        return self.loss.optimal_intercept(fit, self.Y if Y is None else Y, b)
+
+    def objective(self, W, pred, Y=None):
+        """The primal objective of W (d, G, c) with predictions ``pred`` (n, c): loss plus penalty;
+        Y: the targets (default the program's)."""
+        return float(self.loss.value(pred, self.Y if Y is None else Y) + self.penalty.value(W))
 
     def refine_dual_norms(self, Theta, norms):
         """Dual norms with the best multipliers for Theta, ``min_{mu >= 0} ||X^T (s D Theta - (2D - I) mu)||``
@@ -232,7 +243,7 @@ class ConvexProgram:
         source = getattr(self, "_float64", self)
         Y = source.Y.double()
         fit = torch.cat([block.predict(block.image(W), 0) for _, block in source.row_blocks()])
-        b = self.loss.optimal_intercept(fit, Y, b.double()) if self.fit_intercept else b.double()
+        b = self.intercept_of_fit(fit, b.double(), Y)
 
         def adjoint_of(Theta):
             product = torch.zeros(self.shape, dtype=torch.float64, device=W.device)
@@ -265,7 +276,7 @@ class ConvexProgram:
     def _certificate(self, W, pred, Y, adjoint_of, violation=0.0, refine=False):
         """The certificate at predictions ``pred`` (n, c) of W for targets Y; ``adjoint_of(Theta)``
         gives the (d, G, c) products whose dual norms scale Theta into the dual ball."""
-        primal = float(self.loss.value(pred, Y) + self.penalty.value(W))
+        primal = self.objective(W, pred, Y)
         Theta = self.loss.grad(pred, Y)
         norms = self.penalty.dual_norms(adjoint_of(Theta))
         if self.cone and refine:

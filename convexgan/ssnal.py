@@ -152,7 +152,6 @@ class _NewtonSystems:
     def _n_space(self, state, sigma, hessian, active, k):
         p = self.program
         a = state.scale[active, k]
-        u = state.V[:, active, k] / state.norms[active, k]
         masks = p.mask_weights[:, active]
         H = self.K * ((masks * a) @ masks.T)
         B = masks * (state.XW[:, active, k] / (a * state.norms[active, k]))  # D_g X u_g, as X W+_g = a_g ||V_g|| X u_g
@@ -356,13 +355,13 @@ def _best_dual(p, systems, cert, state):
     return Certificate(cert.primal, value, (cert.primal - value) / max(abs(cert.primal), 1e-300))
 
 
-def _primal_certificate(p, state):
-    """The certificate at the primal point (W+, b+) of ``state`` without its gradient's dual (no
-    product with the data): its dual is -inf until ``_best_dual`` gives it one. Returns
-    ``(certificate, intercept)``, the intercept re-fitted."""
-    b = p.loss.optimal_intercept(state.fit, p.Y, state.b) if p.fit_intercept else state.b
-    primal = float(p.loss.value(state.fit + b, p.Y) + p.penalty.value(state.W))
-    return Certificate(primal, -math.inf, math.inf), b
+def _state_certificate(p, systems, state):
+    """The certificate at the primal point (W+, b+) of ``state``, the intercept re-fitted, with the
+    dual point xi (``_best_dual``; its dual is -inf where xi's is not finite): no product with the
+    data. Returns ``(certificate, intercept)``."""
+    b = p.intercept_of_fit(state.fit, state.b)
+    primal = p.objective(state.W, state.fit + b)
+    return _best_dual(p, systems, Certificate(primal, -math.inf, math.inf), state), b
 
 
 def _minimize_psi(p, systems, xi, products, W, b, XW, sigma, budget, tol):
@@ -374,8 +373,7 @@ def _minimize_psi(p, systems, xi, products, W, b, XW, sigma, budget, tol):
     fit_before = p.predict(XW, b)
     state, steps, stop = _psi(p, xi, W, b, sigma, products), 0, False
     while True:
-        cert, b_plus = _primal_certificate(p, state)
-        cert = _best_dual(p, systems, cert, state)
+        cert, b_plus = _state_certificate(p, systems, state)
         if stop or cert.gap <= tol or steps >= min(MAX_INNER, budget):
             return state, steps, cert, b_plus
         residual = _norm(p, state.grad)
