@@ -80,7 +80,9 @@ class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
     tol : float
         Relative duality gap at which each block's solve stops.
     max_iter : int
-        FISTA iterations per block.
+        FISTA iterations per block at most: a block stops once its float64 gap is <= tol (on 8,000
+        28 x 28 digits, blocks of 32 and 64 gates needed 1,100 and 960); a block stopped by
+        max_iter reports its larger gap.
     whiten_eps : float or None
         ZCA regularizer of the patch whitening, relative to the mean eigenvalue (None: no
         whitening; the weight decay is then on the raw filters, and FISTA is far slower on
@@ -110,7 +112,7 @@ class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
     pixel (every block is then a gated ReLU layer, and pooling is skipped).
     """
 
-    def __init__(self, widths=(64, 64), n_patterns=None, downsample=None, lam=1e-2, tol=1e-3, max_iter=300,
+    def __init__(self, widths=(64, 64), n_patterns=None, downsample=None, lam=1e-2, tol=1e-3, max_iter=2000,
                  whiten_eps=1e-3, seed=0, device="cpu", dtype="float32", distributed=False):
         self.widths = widths
         self.n_patterns = n_patterns
@@ -210,7 +212,7 @@ class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
         # duplicates checked on the first images (rank 0's)
         gates = shard.on_first_rank(_gates, inputs[:128], n_patterns, self.seed + k)
         gates = gates.to(inputs.dtype)
-        features = torch.cat([pooled_features(chunk, gates) for chunk in inputs.split(1024)], 1)
+        features = pooled_features(inputs, gates)
         whitening = None
         if self.whiten_eps is not None:
             whitening = patch_whitening(features, self.whiten_eps, across_ranks=shard.sharded)

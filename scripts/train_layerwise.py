@@ -38,7 +38,8 @@ def build_parser():
     parser.add_argument("--whiten-eps", type=float, default=1e-3,
                         help="ZCA regularizer of the 3 x 3 patch whitening; 0 turns whitening off")
     parser.add_argument("--tol", type=float, default=1e-3)
-    parser.add_argument("--max-iter", type=int, default=300, help="FISTA iterations per block")
+    parser.add_argument("--max-iter", type=int, default=2000,
+                        help="FISTA iterations per block at most (a block stops once certified to --tol)")
     parser.add_argument("--limit-per-class", type=int, default=None, help="training images per class")
     parser.add_argument("--test-limit-per-class", type=int, default=None)
     parser.add_argument("--augment", choices=["none", "flip"], default="none",

@@ -64,6 +64,19 @@ def test_block_matches_cvxpy_and_its_recovered_network(seed, whitened):
     torch.testing.assert_close(network(x), program.predict(program.image(W), b), atol=1e-6, rtol=1e-6)
 
 
+def test_program_image_and_adjoint_against_their_definition():
+    rng = np.random.default_rng(5)
+    P, n, D, K = 3, 7, 2, 3
+    features = torch.tensor(rng.standard_normal((P, n, 4 * D)))
+    program = PooledConvProgram(features, torch.tensor(np.eye(K)[rng.integers(0, K, n)]), losses.CrossEntropyLoss(),
+                                NuclearNorm(0.1))
+    W = torch.tensor(rng.standard_normal((D, P, 4 * K)))  # quadrant-major columns
+    expected = torch.einsum("pnqi,ipqk->npk", features.reshape(P, n, 4, D), W.reshape(D, P, 4, K))
+    torch.testing.assert_close(program.image(W), expected, rtol=1e-12, atol=1e-12)
+    R = torch.tensor(rng.standard_normal((n, P, K)))
+    assert float((program.adjoint(R) * W).sum()) == pytest.approx(float((expected * R).sum()), rel=1e-12)
+
+
 def test_patch_whitening_whitens_the_second_moment():
     rng = np.random.default_rng(0)
     mixing = torch.tensor(rng.standard_normal((18, 18)) * np.logspace(0, -3, 18))  # eigenvalues over 6 decades
