@@ -29,7 +29,7 @@ from torch import nn
 from .distributed import all_reduce_sum, computed_on_first_rank
 from .recovery import shared_neurons
 from .solvers import ConvexProgram
-from .validation import check_positive
+from .validation import check_positive, check_positive_int
 
 QUADRANTS = 4  # the head pools to 2 x 2
 
@@ -58,6 +58,7 @@ def pooled_features(x, gates, batch=1024):
         ``F.unfold``'s order (channel, then 3 x 3). Written batch by batch into one tensor: no
         second copy of F.
     """
+    check_positive_int(batch, "batch")
     N, C, H, W = x.shape
     out = x.new_empty(gates.shape[0], N, QUADRANTS, 9 * C)
     for start in range(0, N, batch):

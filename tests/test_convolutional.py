@@ -36,6 +36,7 @@ def test_block_matches_cvxpy_and_its_recovered_network(seed, whitened):
     features = pooled_features(x, gates)
     brute = brute_force_features(x.numpy(), gates.numpy())
     np.testing.assert_allclose(features.numpy(), brute.reshape(len(gates), N, -1), atol=1e-12)
+    torch.testing.assert_close(pooled_features(x, gates, batch=5), features, rtol=1e-12, atol=1e-12)  # 5 + 5 + 2
     A = None
     if whitened:  # the program over v, u = A v: CVXPY sees the brute-force patches times A
         A = patch_whitening(features, 1e-3)
