@@ -100,3 +100,5 @@ def test_whitening_rejects_bad_input():
         patch_whitening(features.clone().index_fill_(0, torch.tensor([1]), float("nan")))
     with pytest.raises(ValueError, match=r"A must be \(9, 9\)"):
         whiten(features, torch.eye(8))
+    with pytest.raises(ValueError, match="batch must be an integer >= 1"):
+        pooled_features(torch.randn(3, 1, 4, 4), torch.randn(2, 1, 3, 3), batch=0)

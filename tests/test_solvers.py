@@ -90,7 +90,6 @@ def test_image_of_some_groups_equals_the_image_of_all():
     image = program.image(W, groups)
     torch.testing.assert_close(image, program.image(W), rtol=1e-13, atol=1e-13)
     assert not image[:, ~groups].any()
-    assert program.image(W, groups)[:0].shape == (0, 5, 2)
     empty = solvers.ConvexProgram(X[:0], program.mask_weights[:0] > 0, torch.ones(5, dtype=X.dtype),
                                   program.Y[:0], losses.SquaredLoss(), GroupL2(0.1), True, False)
     assert empty.image(W, groups).shape == (0, 5, 2)  # an empty shard of rows
