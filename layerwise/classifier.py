@@ -215,7 +215,7 @@ class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
         features = pooled_features(inputs, gates)
         whitening = None
         if self.whiten_eps is not None:
-            whitening = patch_whitening(features, self.whiten_eps, across_ranks=shard.sharded)
+            whitening = patch_whitening(features, self.whiten_eps, across_ranks=shard.sharded, dtype=dtype)
             features = whiten(features, whitening)
         loss = losses.CrossEntropyLoss()
         program = PooledConvProgram(features.to(self.device, dtype), Y.to(self.device, dtype),

@@ -78,6 +78,33 @@ def test_program_image_and_adjoint_against_their_definition():
     assert float((program.adjoint(R) * W).sum()) == pytest.approx(float((expected * R).sum()), rel=1e-12)
 
 
+
+def test_image_of_low_rank_weights_equals_the_full_product():
+    """Weights of rank <= K / 2 (FISTA's iterates once the neurons are found) take the low-rank
+    route, to the full product's rounding; in float64 only exact zeros are dropped."""
+    rng = np.random.default_rng(6)
+    P, n, D, K = 3, 9, 16, 4  # D >= 4K: wide enough for the low-rank route
+    features = torch.tensor(rng.standard_normal((P, n, 4 * D)))
+    Y = torch.tensor(np.eye(K)[rng.integers(0, K, n)])
+    program = PooledConvProgram(features.float(), Y.float(), losses.CrossEntropyLoss(), NuclearNorm(0.1))
+    W = torch.zeros(D, P, 4 * K)
+    W[:, 0] = torch.tensor(rng.standard_normal((D, 1)) @ rng.standard_normal((1, 4 * K)), dtype=torch.float32)
+    W[:, 1] = torch.tensor(rng.standard_normal((D, 2)) @ rng.standard_normal((2, 4 * K)), dtype=torch.float32)
+    W = program.penalty.prox(W, 1e-3)  # a float32 prox: rounding-sized singular values where it set zeros
+    filters, heads = program._filters(W)
+    assert filters.shape == (P, 2, D) and heads.shape == (P, K, 4 * 2)  # rank 2 = K / 2: the low-rank route
+    expected = torch.einsum("pnqi,ipqk->npk", features.reshape(P, n, 4, D), W.double().reshape(D, P, 4, K))
+    torch.testing.assert_close(program.image(W).double(), expected, rtol=1e-5, atol=1e-5)
+    zero = torch.zeros_like(W)
+    assert program._filters(zero)[0].shape == (P, 0, D) and not program.image(zero).any()
+
+    exact = PooledConvProgram(features, Y, losses.CrossEntropyLoss(), NuclearNorm(0.1))
+    W64 = W.double()
+    W64[:, 2] = 1e-12 * torch.tensor(rng.standard_normal((D, 4 * K)))  # tiny, but not zero: not dropped in float64
+    assert exact._filters(W64) is None
+    expected = torch.einsum("pnqi,ipqk->npk", features.reshape(P, n, 4, D), W64.reshape(D, P, 4, K))
+    torch.testing.assert_close(exact.image(W64), expected, rtol=1e-12, atol=1e-15)
+
 def test_patch_whitening_whitens_the_second_moment():
     rng = np.random.default_rng(0)
     mixing = torch.tensor(rng.standard_normal((18, 18)) * np.logspace(0, -3, 18))  # eigenvalues over 6 decades
@@ -88,6 +115,10 @@ def test_patch_whitening_whitens_the_second_moment():
     rows = whiten(features.reshape(4, 40, -1), A).reshape(-1, 18)
     torch.testing.assert_close(rows.T @ rows / len(rows), torch.eye(18, dtype=rows.dtype), atol=1e-5, rtol=0)
     torch.testing.assert_close(A, A.T)
+    # float32 products (the float32 solves'): the same matrix to float32 precision
+    single = patch_whitening(features.reshape(4, 40, -1).float(), eps=1e-3, dtype=torch.float32)
+    torch.testing.assert_close(single.double(), patch_whitening(features.reshape(4, 40, -1), eps=1e-3),
+                               rtol=1e-4, atol=1e-4 * float(single.abs().max()))
 
 
 def test_whitening_rejects_bad_input():
