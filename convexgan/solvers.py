@@ -431,7 +431,8 @@ def solve_gated(program, W, b, tol, max_iter, check_every=10, history=None, metr
         Relative duality gap to reach.
     max_iter : int
     check_every : int
-        Iterations between certificates.
+        Iterations between certificates (``FAR_CHECKS`` times as many while the last gap is above
+        ``FAR_GAP * tol``: each certificate costs about an iteration).
     history : list, optional
         Receives ``(iteration, seconds, primal, gap)`` at every certificate.
     metric : torch.Tensor, optional
@@ -475,12 +476,15 @@ def _solve_prox(program, prox, W, b, tol, max_iter, check_every, history, metric
     no_multipliers = torch.zeros_like(program.X[:, :1, None]) if program.cone else None
 
     def check(W, b, XW, mapping_norm, it):
+        last = result.get("certificate")
+        if last is not None and last.gap > FAR_GAP * tol and it - result["checked"] < FAR_CHECKS * check_every:
+            return False, b  # far from tol: fewer certificates (each one reads all the data)
         b = program.intercept(XW, b)
         cert = program.certificate(W, b, XW, no_multipliers, refine=program.cone)
         if cert.gap <= tol and W.dtype != torch.float64:  # stop only on a float64 certificate
             cert, exact_b = program.confirmed_certificate(W, b, no_multipliers, refine=program.cone)
             b = exact_b if cert.gap <= tol else b  # the stopping point's intercept, in float64
-        result["certificate"] = cert
+        result["certificate"], result["checked"] = cert, it
         _record(history, it, start, cert)
         return cert.gap <= tol, b
 
@@ -488,7 +492,8 @@ def _solve_prox(program, prox, W, b, tol, max_iter, check_every, history, metric
     W, b, XW, n_iter, _ = fista(program, gradient, divergence, prox, W, b, step, max_iter,
                                 check, check_every, metric)
     cert = result["certificate"]
-    if cert.gap > tol and W.dtype != torch.float64:  # stopped at max_iter: still a float64 certificate
+    if result["checked"] < n_iter or (cert.gap > tol and W.dtype != torch.float64):
+        # stopped at max_iter: a float64 certificate of the last point
         cert, b = program.confirmed_certificate(W, b, no_multipliers, refine=program.cone)
     return W, b, cert, n_iter
 
@@ -595,6 +600,7 @@ def _record(history, iteration, start, cert):
         history.append((iteration, time.perf_counter() - start, cert.primal, cert.gap))
 
 
+FAR_GAP, FAR_CHECKS = 10, 5  # while the gap is above FAR_GAP tol, certify every FAR_CHECKS-th check
 MAX_INNER = 2000  # FISTA iterations before a multiplier update at the latest
 ROW_BLOCK = 2 ** 24  # float64 entries of data and products per block of the float64 certificate (128 MiB)
 
