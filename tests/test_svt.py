@@ -108,7 +108,9 @@ def test_factors_from_either_gram_matrix_give_the_closed_form(shape):
     from convexgan.svt import svt_factors
     rng = np.random.default_rng(3)
     X = rng.standard_normal(shape) * np.linspace(3, 0.1, shape[1])
-    for kwargs in ({"rank": 5}, {"lam": float(np.linalg.svd(X, compute_uv=False)[3] ** 2)}):
+    s = np.linalg.svd(X, compute_uv=False)
+    # lam between two squared singular values: at one of them the kept value is sqrt(rounding)
+    for kwargs in ({"rank": 5}, {"lam": float(s[3] ** 2 + s[4] ** 2) / 2}):
         Q, B, lam = svt_factors(X, **kwargs)
         G, lam_svt = svt(X, **kwargs)
         assert lam == pytest.approx(lam_svt, rel=1e-12)
