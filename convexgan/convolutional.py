@@ -179,7 +179,10 @@ class PooledConvProgram(ConvexProgram):
         if self.D < QUADRANTS * self.K:  # narrow features: the full product is cheap next to the eigensolves
             return None
         M = W.transpose(0, 1).double()  # (P, D, 4K)
-        energy, V = torch.linalg.eigh(M.transpose(1, 2) @ M)  # ascending
+        gram = M.transpose(1, 2) @ M
+        if not all_finite(gram):  # no eigensolve of NaN: the full product passes it on to the caller's checks
+            return None
+        energy, V = torch.linalg.eigh(gram)  # ascending
         # the smallest directions whose total energy, with the eigenvalues' own float64 error, is negligible
         error = sum(M.shape[1:]) * torch.finfo(torch.float64).eps * energy[:, -1:]
         tolerance = (NEURON_RTOL * torch.finfo(W.dtype).eps) ** 2 * energy[:, -1:]

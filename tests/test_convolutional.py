@@ -97,6 +97,7 @@ def test_image_of_low_rank_weights_equals_the_full_product():
     torch.testing.assert_close(program.image(W).double(), expected, rtol=1e-5, atol=1e-5)
     zero = torch.zeros_like(W)
     assert program._filters(zero)[0].shape == (P, 0, D) and not program.image(zero).any()
+    assert program.image(torch.full_like(W, float("nan"))).isnan().all()  # no eigensolver error
 
     exact = PooledConvProgram(features, Y, losses.CrossEntropyLoss(), NuclearNorm(0.1))
     W64 = W.double()
