@@ -101,6 +101,8 @@ def patch_whitening(features, eps=1e-3, across_ranks=False, dtype=torch.float64)
     """
     _check_features(features)
     check_positive(eps, "eps")
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype!r}.")
     P, N, QD = features.shape
     D = QD // QUADRANTS
     second = torch.zeros(D, D, dtype=torch.float64, device=features.device)
@@ -156,11 +158,11 @@ class PooledConvProgram(ConvexProgram):
         a subset would copy those features). Where every W_p has rank r <= K / 2 (as W_p is once
         the solver has found the active neurons), each F_p is read against r filters instead of
         4K columns (``_filters``)."""
-        filters = self._filters(W)
-        if filters is None:
+        factors = self._filters(W)
+        if factors is None:
             # W_p^T F_p^T rather than F_p W_p: with K (about 10) columns, twice as fast with MKL on 2 cores
             return torch.bmm(self._per_group(W).transpose(1, 2), self.F.transpose(1, 2)).permute(2, 0, 1).contiguous()
-        filters, heads = filters
+        filters, heads = factors
         P, n, _ = self.F.shape
         # (P, 4n, r): every image's and quadrant's responses; the operands' layouts are MKL's fast ones
         responses = torch.bmm(self.F.view(P, n * QUADRANTS, self.D), filters.transpose(1, 2))

@@ -78,7 +78,6 @@ def test_program_image_and_adjoint_against_their_definition():
     assert float((program.adjoint(R) * W).sum()) == pytest.approx(float((expected * R).sum()), rel=1e-12)
 
 
-
 def test_image_of_low_rank_weights_equals_the_full_product():
     """Weights of rank <= K / 2 (FISTA's iterates once the neurons are found) take the low-rank
     route, to the full product's rounding; in float64 only exact zeros are dropped."""
@@ -106,6 +105,7 @@ def test_image_of_low_rank_weights_equals_the_full_product():
     expected = torch.einsum("pnqi,ipqk->npk", features.reshape(P, n, 4, D), W64.reshape(D, P, 4, K))
     torch.testing.assert_close(exact.image(W64), expected, rtol=1e-12, atol=1e-15)
 
+
 def test_patch_whitening_whitens_the_second_moment():
     rng = np.random.default_rng(0)
     mixing = torch.tensor(rng.standard_normal((18, 18)) * np.logspace(0, -3, 18))  # eigenvalues over 6 decades
@@ -130,6 +130,8 @@ def test_whitening_rejects_bad_input():
         patch_whitening(features, eps=0)
     with pytest.raises(ValueError, match="NaN or inf"):
         patch_whitening(features.clone().index_fill_(0, torch.tensor([1]), float("nan")))
+    with pytest.raises(ValueError, match="dtype must be torch.float32 or torch.float64"):
+        patch_whitening(features, dtype="float32")
     with pytest.raises(ValueError, match=r"A must be \(9, 9\)"):
         whiten(features, torch.eye(8))
     with pytest.raises(ValueError, match="batch must be an integer >= 1"):
