@@ -22,6 +22,10 @@ step minimizes psi by Newton's method with an Armijo line search, then takes (W,
 duality gap at (W+, b+), in float64, decides when to stop; it is checked after every Newton step
 with the dual point xi (centered and scaled into the dual ball: psi already holds ``A^T xi``, so
 it costs no product with the data), and with the scaled gradient at W+ where xi's is not finite.
+Every quantity psi needs is linear in xi (``A^T xi``, ``1^T xi``, ``X A^T xi``; then
+``X W+_g = a_g (X W_g - sigma X A_g^T xi)``), so a Newton step costs two products with the data,
+those of its direction, however many points its line search tries; the point returned is
+certified once more with fresh products.
 
 The losses used here (squared, logistic) and the penalty are separable over outputs, so each
 output k has its own Newton system, solved in the smaller of two spaces:
@@ -53,7 +57,9 @@ log = logging.getLogger(__name__)
 
 SIGMA_START = 100.0     # the first sigma, in units of the inverse curvature of the data term
 SIGMA_GROWTH = 10.0     # sigma's factor per outer step
-WARM_SIGMA = 100.0      # the first sigma's factor when the solve starts from a dual iterate
+WARM_SIGMA = 100.0      # the first sigma's factor when the solve starts from a dual iterate (at least)
+WARM_SIGMA_MAX = 1e5    # ... and at most (a tenth of the last solve's sigma, from a start near the optimum)
+NEAR_GAP = 1e-3         # a start whose relative gap is at most this is near the optimum
 MAX_INNER = 50          # Newton steps per outer step at most
 INNER_RATIO = 0.1       # inner stop: ||grad psi|| below this share of the outer step's change of A W
 NOISE = 2.0             # an outer step whose gap exceeds the best one by this factor met rounding
@@ -94,8 +100,7 @@ class _State:
     b: torch.Tensor        # b+
     XW: torch.Tensor       # X W+_g, (n, G, c)
     fit: torch.Tensor      # A W+ without the intercept, (n, c)
-    adjoint: torch.Tensor  # A^T xi, (d, G, c)
-    xi_sum: torch.Tensor   # 1^T xi, (c,)
+    products: "_Products"  # of xi
 
 
 class _NewtonSystems:
@@ -243,21 +248,40 @@ def _spd_solve(H, rhs):
     return torch.linalg.solve_triangular(L.mT, torch.linalg.solve_triangular(L, rhs, upper=False), upper=True)
 
 
-def _psi(program, xi, W, b, sigma, products=None):
-    """psi at xi for the outer point (W, b) and step sigma; ``products``: xi's ``(A^T xi, 1^T xi)``
-    when a state of the same xi has them."""
+@dataclass
+class _Products:
+    """The products of a dual point xi (n, c) with the data, all linear in xi: ``A^T xi`` (d, G, c),
+    ``1^T xi`` (c,) and ``X A^T xi`` (n, G, c). Along a Newton direction they are combinations of
+    the direction's products: a line search needs no product with the data."""
+    adjoint: torch.Tensor
+    total: torch.Tensor
+    image: torch.Tensor
+
+    @classmethod
+    def of(cls, program, xi):
+        adjoint, total = program.adjoint(program.loss_image_grad(xi), xi.sum(0))
+        return cls(adjoint, total, program.image(adjoint))
+
+    def step(self, step, direction):
+        """The products of ``xi + step * direction`` (this xi's and the direction's products)."""
+        return _Products(*(a + step * b for a, b in ((self.adjoint, direction.adjoint),
+                                                     (self.total, direction.total), (self.image, direction.image))))
+
+
+def _psi(program, xi, W, XW, b, sigma, products):
+    """psi at xi (its ``_Products``) for the outer point (W, b), XW = X W_g (n, G, c), and step sigma.
+    ``X W+ = a X V`` (group by group) and ``X V = X W - sigma X A^T xi``: no product with the data."""
     p = program
-    adjoint, xi_sum = products or p.adjoint(p.loss_image_grad(xi), xi.sum(0))
-    V = W - sigma * adjoint
+    V = W - sigma * products.adjoint
     norms = torch.linalg.vector_norm(V, dim=0)
     scale = (1 - sigma * p.penalty.lam / norms.clamp_min(1e-300)).clamp_min(0)
     W_plus = V * scale
-    XW = p.image(W_plus, (scale > 0).any(1))  # the groups set to zero need no product
-    b_plus = b - sigma * xi_sum if p.fit_intercept else b  # without an intercept b is zero
+    XW_plus = (XW - sigma * products.image) * scale
+    b_plus = b - sigma * products.total if p.fit_intercept else b  # without an intercept b is zero
     value = p.loss.conjugate(xi, p.Y) + (W_plus.square().sum() + b_plus.square().sum()) / (2 * sigma)
-    fit = p.predict(XW, 0)
+    fit = p.predict(XW_plus, 0)
     grad = p.loss.conjugate_grad(xi, p.Y) - (fit + b_plus)
-    return _State(xi, float(value), grad, V, norms, scale, W_plus, b_plus, XW, fit, adjoint, xi_sum)
+    return _State(xi, float(value), grad, V, norms, scale, W_plus, b_plus, XW_plus, fit, products)
 
 
 def solve_ssnal(program, W, b, tol, max_iter, history=None, dual=None):
@@ -277,9 +301,12 @@ def solve_ssnal(program, W, b, tol, max_iter, history=None, dual=None):
         Receives ``(newton steps, seconds, primal, gap)`` after every outer step.
     dual : dict, optional
         Carries the dual iterate from one solve of this program to the next (a path): where it
-        holds one (``xi`` at ``lam``), the solve starts from it, scaled by the ratio of the lams
-        (which keeps its groups' dual norms at the new lam), with a sigma ``WARM_SIGMA`` times the
-        cold one; the solve leaves its own last dual iterate in it.
+        holds one (``xi`` at ``lam``, found with step ``sigma``), the solve starts from it, scaled
+        by the ratio of the lams (which keeps its groups' dual norms at the new lam), with a sigma
+        ``WARM_SIGMA`` times the cold one; where that start is certified to ``NEAR_GAP`` (the
+        active set barely changes), with a tenth of the last solve's sigma instead, at most
+        ``WARM_SIGMA_MAX`` times the cold one: a large first step then certifies in two or three
+        Newton steps. The solve leaves its best dual iterate and its sigma in it.
 
     Returns
     -------
@@ -303,49 +330,53 @@ def solve_ssnal(program, W, b, tol, max_iter, history=None, dual=None):
     W, b = W.double(), b.double()
     XW = p.image(W)
     b = p.intercept(XW, b)
-    xi = loss.grad(p.predict(XW, b), Y)
+    xi = loss.grad(p.predict(XW, b), Y)  # the gradient: scaled, the start's dual point
     # the primal proximal term 1/(2 sigma) ||W - W_k||^2 starts SIGMA_START times flatter than
     # the data term's largest curvature
     sigma_start = SIGMA_START * p.n / (p.lipschitz_data() * LIPSCHITZ[type(loss).__name__])
-    if dual and dual["xi"].shape == xi.shape:
-        scaled = dual["xi"] * (p.penalty.lam / dual["lam"])
-        if loss.in_conjugate_domain(scaled, Y):
-            xi, sigma_start = scaled, sigma_start * WARM_SIGMA
-    sigma, sigma_cap = sigma_start, math.inf
     start, n_newton = time.perf_counter(), 0
-    cert = p.certificate(W, b, XW)
-    products = None  # A^T xi and 1^T xi, once a state has them
-    best = (cert, W, b, XW, xi, products)
+    scaled = dual["xi"] * (p.penalty.lam / dual["lam"]) if dual and dual["xi"].shape == xi.shape else None
+    warm = scaled is not None and bool(loss.in_conjugate_domain(scaled, Y))
+    xi = scaled if warm else xi
+    products = _Products.of(p, xi)
+    cert = _best_dual(p, systems, Certificate(p.objective(W, p.predict(XW, b)), -math.inf, math.inf), xi,
+                      products.adjoint)
+    if warm:  # near the optimum a large first step certifies in a few Newton steps; farther, it overshoots
+        carried = dual["sigma"] / (SIGMA_GROWTH * sigma_start) if cert.gap <= NEAR_GAP else 0
+        sigma_start *= min(max(carried, WARM_SIGMA), WARM_SIGMA_MAX)
+    sigma, sigma_cap = sigma_start, math.inf
+    best, best_sigma = (cert, W, b, XW, xi, products), sigma
     _record(history, 0, start, cert)
     while best[0].gap > tol and n_newton < max_iter:
         state, steps, cert, b = _minimize_psi(p, systems, xi, products, W, b, XW, sigma, max_iter - n_newton, tol)
         n_newton += steps
-        W, xi, XW, products = state.W, state.xi, state.XW, (state.adjoint, state.xi_sum)
+        W, xi, XW, products = state.W, state.xi, state.XW, state.products
         if not math.isfinite(cert.gap):  # centered, xi left the conjugate's domain: the gradient's dual
             cert = p.certificate(W, b, XW)
         _record(history, n_newton, start, cert)
         log.debug("ssnal: sigma=%.3g newton=%d primal=%.10g gap=%.3g", sigma, n_newton, cert.primal, cert.gap)
         if cert.gap <= best[0].gap:
-            best = (cert, W, b, XW, xi, products)
+            best, best_sigma = (cert, W, b, XW, xi, products), sigma
         if cert.gap > NOISE * best[0].gap and cert.primal >= best[0].primal and sigma > sigma_start:
             # rounding (a proximal step never raises the primal): back to the best point, smaller step
             sigma_cap = sigma = sigma / SIGMA_GROWTH
             cert, W, b, XW, xi, products = best
         else:
             sigma = min(sigma * SIGMA_GROWTH, sigma_cap)
-    cert, W, b = best[:3]
+    _, W, b, _, xi, _ = best
     if dual is not None:
-        dual.update(xi=best[4], lam=p.penalty.lam)
-    return W, b, cert, n_newton
+        dual.update(xi=xi, lam=p.penalty.lam, sigma=best_sigma)
+    # the products of the iterates were updated along the Newton steps: certify with fresh ones
+    XW = p.image(W, (W != 0).any(0).any(1))
+    b = p.intercept(XW, b)
+    return W, b, _best_dual(p, systems, p.certificate(W, b, XW), xi, p.adjoint(p.loss_image_grad(xi))), n_newton
 
 
-def _best_dual(p, systems, cert, state):
+def _best_dual(p, systems, cert, xi, adjoint):
     """The certificate with the better of two dual points: the scaled gradient at the primal point
-    (``cert``'s) and the Newton iterate xi of ``state``, centered (1^T xi = 0, with an intercept)
-    and scaled into the dual ball. Both are dual feasible; xi is the better one while the primal is
-    still far from exact, which a tiny lam makes common. xi's products ``A^T xi`` are the ones psi
-    computed: no product with the data here."""
-    xi, adjoint = state.xi, state.adjoint
+    (``cert``'s) and the Newton iterate xi (n, c), its ``adjoint = A^T xi`` (d, G, c) given,
+    centered (1^T xi = 0, with an intercept) and scaled into the dual ball. Both are dual feasible;
+    xi is the better one while the primal is still far from exact, which a tiny lam makes common."""
     if p.fit_intercept:
         mean = p.loss.total(xi, 0) / p.n
         xi, adjoint = xi - mean, adjoint - systems.ones_adjoint[:, :, None] * mean
@@ -361,17 +392,16 @@ def _state_certificate(p, systems, state):
     data. Returns ``(certificate, intercept)``."""
     b = p.intercept_of_fit(state.fit, state.b)
     primal = p.objective(state.W, state.fit + b)
-    return _best_dual(p, systems, Certificate(primal, -math.inf, math.inf), state), b
+    return _best_dual(p, systems, Certificate(primal, -math.inf, math.inf), state.xi, state.products.adjoint), b
 
 
 def _minimize_psi(p, systems, xi, products, W, b, XW, sigma, budget, tol):
-    """Newton's method on psi from xi (its products ``(A^T xi, 1^T xi)`` if known), for the outer
-    point (W, b), until psi is minimized well enough for this outer step, or the point (W+, b+)
+    """Newton's method on psi from xi (its ``_Products``), for the outer point (W, b) (XW = X W_g), until psi is minimized well enough for this outer step, or the point (W+, b+)
     with the dual point xi is certified to ``tol`` (checked after every step: it needs no product
     with the data). Returns ``(state, steps, certificate, intercept)``, the certificate's dual
     xi's (or -inf), the intercept re-fitted."""
     fit_before = p.predict(XW, b)
-    state, steps, stop = _psi(p, xi, W, b, sigma, products), 0, False
+    state, steps, stop = _psi(p, xi, W, XW, b, sigma, products), 0, False
     while True:
         cert, b_plus = _state_certificate(p, systems, state)
         if stop or cert.gap <= tol or steps >= min(MAX_INNER, budget):
@@ -382,7 +412,7 @@ def _minimize_psi(p, systems, xi, products, W, b, XW, sigma, budget, tol):
         if residual <= max(INNER_RATIO * _norm(p, fit - fit_before), ROUNDING * _norm(p, fit)):
             return state, steps, cert, b_plus
         direction = systems.direction(state, sigma, p.loss.conjugate_hessian(state.xi, p.Y))
-        trial, moved = _line_search(p, state, direction, W, b, sigma)
+        trial, moved = _line_search(p, state, direction, W, XW, b, sigma)
         stop = not moved or (trial.value >= state.value and _norm(p, trial.grad) >= residual)
         state, steps = trial, steps + 1
 
@@ -392,17 +422,17 @@ def _norm(p, Z):
     return math.sqrt(float(p.loss.total(Z.square())))
 
 
-def _line_search(program, state, direction, W, b, sigma):
-    """Armijo backtracking on psi along ``direction``, inside the conjugate's domain.
-    Returns ``(state, moved)``."""
+def _line_search(program, state, direction, W, XW, b, sigma):
+    """Armijo backtracking on psi along ``direction``, inside the conjugate's domain; the
+    direction's products are the only ones with the data. Returns ``(state, moved)``."""
     slope = float(program.loss.total(state.grad * direction))
     if not slope < 0:
         return state, False
-    step = 1.0
+    along, step = _Products.of(program, direction), 1.0
     while step > 1e-12:
         xi = state.xi + step * direction
         if program.loss.in_conjugate_domain(xi, program.Y):
-            trial = _psi(program, xi, W, b, sigma)
+            trial = _psi(program, xi, W, XW, b, sigma, state.products.step(step, along))
             if math.isfinite(trial.value) and trial.value <= state.value + 1e-4 * step * slope:
                 return trial, True
         step *= 0.5

@@ -93,3 +93,20 @@ def test_image_of_some_groups_equals_the_image_of_all():
     empty = solvers.ConvexProgram(X[:0], program.mask_weights[:0] > 0, torch.ones(5, dtype=X.dtype),
                                   program.Y[:0], losses.SquaredLoss(), GroupL2(0.1), True, False)
     assert empty.image(W, groups).shape == (0, 5, 2)  # an empty shard of rows
+
+
+@pytest.mark.parametrize("shape", [(20, 60), (60, 20), (25, 25)])
+def test_thin_svd_factors_wide_tall_and_rank_deficient_data(shape):
+    """The QR route for wide data gives the thin SVD: orthonormal factors, ordered singular values
+    equal to LAPACK's, and the data back to rounding (also for rank-deficient data)."""
+    rng = np.random.default_rng(3)
+    X = torch.as_tensor(rng.standard_normal(shape))
+    X[:, 1] = X[:, 0]  # rank one below full
+    X[1] = 2 * X[0]
+    U, s, Vh = solvers._thin_svd(X)
+    r = min(shape)
+    eye = torch.eye(r, dtype=X.dtype)
+    torch.testing.assert_close(U.T @ U, eye, rtol=0, atol=1e-12)
+    torch.testing.assert_close(Vh @ Vh.T, eye, rtol=0, atol=1e-12)
+    torch.testing.assert_close(s, torch.linalg.svdvals(X), rtol=0, atol=1e-12 * float(s[0]))
+    torch.testing.assert_close(U * s @ Vh, X, rtol=0, atol=1e-12 * float(s[0]))

@@ -83,7 +83,8 @@ def test_newton_direction_solves_the_generalized_hessian_system(loss, n, c):
     W[:, :2] = 0  # groups the prox may set to zero
     share = torch.as_tensor(rng.uniform(0.1, 0.9, (n, c)))  # a dual point inside the conjugate's domain
     xi = 0.01 * share if loss == "squared" else -Y * share / n
-    state = ssnal._psi(program, xi, W, torch.zeros(c, dtype=X.dtype), 0.7)
+    state = ssnal._psi(program, xi, W, program.image(W), torch.zeros(c, dtype=X.dtype), 0.7,
+                       ssnal._Products.of(program, xi))
     assert 0 < int((state.scale > 0).sum()) < 4 * c  # some groups active, some not
     direction = ssnal._NewtonSystems(program).direction(state, 0.7, program.loss.conjugate_hessian(xi, Y))
     for k in range(c):
