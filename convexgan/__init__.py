@@ -9,7 +9,7 @@ set: any two-layer ReLU network certified against the global optimum (``certify_
 pruned to at most n neurons (``prune``), and whether a fitted model's optimum is unique
 (``optimal_set``, ``is_unique``).
 """
-from . import losses, solvers, ssnal
+from . import admm, losses, solvers, ssnal
 from .losses import CrossEntropyLoss, LogisticLoss, SquaredLoss
 from .models import ConvexReLU, ConvexReLUClassifier
 from .batch_norm import ConvexBatchNormReLU

@@ -511,7 +511,7 @@ def _solve_prox(program, prox, W, b, tol, max_iter, check_every, history, metric
     return W, b, cert, n_iter
 
 
-def solve_cone(program, W, b, tol, max_iter, check_every=10, history=None):
+def solve_cone(program, W, b, tol, max_iter, check_every=10, history=None, cone_tol=None):
     """ReLU: the cone-constrained program by an augmented Lagrangian.
 
     Subproblem k minimizes ``F + R + 1/(2 rho) (||(mu - rho S)_+||^2 - ||mu||^2)`` (S the cone
@@ -532,6 +532,8 @@ def solve_cone(program, W, b, tol, max_iter, check_every=10, history=None):
     check_every : int
     history : list, optional
         Receives ``(iteration, seconds, primal, gap)`` at every certificate.
+    cone_tol : float, optional
+        Cone violation to reach (default tol).
 
     Returns
     -------
@@ -542,6 +544,7 @@ def solve_cone(program, W, b, tol, max_iter, check_every=10, history=None):
         (n, G, c), the cone constraints' multipliers mu >= 0.
     """
     loss, Y, n = program.loss, program.Y, program.n
+    cone_tol = tol if cone_tol is None else cone_tol
     data_curvature = program.lipschitz_data() * LIPSCHITZ[type(loss).__name__] / n
     cone_curvature = float(torch.linalg.matrix_norm(program.X, ord=2)) ** 2
     multipliers = torch.zeros(program.X.shape[0], *program.shape[1:], dtype=W.dtype, device=W.device)
@@ -572,14 +575,14 @@ def solve_cone(program, W, b, tol, max_iter, check_every=10, history=None):
             b = program.intercept(XW, b)
             updated = (multipliers - rho * program.slack(XW)).clamp_min(0)
             cert = program.certificate(W, b, XW, updated)
-            if cert.cone_violation <= tol < cert.gap:  # feasible: try the best multipliers for Theta
+            if cert.cone_violation <= cone_tol and tol < cert.gap:  # feasible: the best multipliers for Theta
                 cert = program.certificate(W, b, XW, updated, refine=True)
-            if cert.gap <= tol and cert.cone_violation <= tol and W.dtype != torch.float64:
+            if cert.gap <= tol and cert.cone_violation <= cone_tol and W.dtype != torch.float64:
                 cert, exact_b = program.confirmed_certificate(W, b, updated, refine=True)
-                b = exact_b if cert.gap <= tol and cert.cone_violation <= tol else b
+                b = exact_b if cert.gap <= tol and cert.cone_violation <= cone_tol else b
             result["certificate"] = cert
             _record(history, n_iter + it, start, cert)
-            done = cert.gap <= tol and cert.cone_violation <= tol
+            done = cert.gap <= tol and cert.cone_violation <= cone_tol
             result["done"] = done
             return done or mapping_norm <= eps * program.penalty.lam, b
 
@@ -594,7 +597,7 @@ def solve_cone(program, W, b, tol, max_iter, check_every=10, history=None):
         cert = result["certificate"]
         log.debug("augmented Lagrangian: rho=%.3g inner=%d gap=%.3g violation=%.3g",
                   rho, inner, cert.gap, cert.cone_violation)
-        if tol < cert.cone_violation > 0.5 * violation:
+        if cone_tol < cert.cone_violation > 0.5 * violation:
             rho = min(rho * 5, 1e8 / n)
         violation, eps = cert.cone_violation, max(eps * 0.3, tol)
     cert = result["certificate"]
