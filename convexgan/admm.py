@@ -23,7 +23,9 @@ An iteration costs two products of X with (d, G c) weights and two with (n, G c)
 The step sizes are set by the scales of the problem: ``rho_z = RHO_Z lam / mean ||Z_g||`` (the dual
 variable of W = Z is a subgradient of the penalty, of norm lam per group; before Z has any norm, from
 the data's curvature), re-set at ``RESCALE_AT``; and ``rho_t = RHO_T rho_z r / ||X||_F^2``, which
-weighs the two constraints alike in an average direction.
+weighs the two constraints alike in an average direction. Where more rows of a cone are tight than
+it has dimensions, the multipliers can drift along a direction that leaves W in place and the
+violation stalls: rho_t then grows ``STALL_GROWTH``-fold.
 
 Certificate (``ConvexProgram.certificate``): the point Z (exactly group-sparse), the intercept
 re-fitted, with ``Theta = grad F`` and the multipliers ``mu = (-rho_t V)_+`` of the cone constraints.
@@ -133,8 +135,10 @@ def solve_cone_admm(program, W, b, tol, max_iter, check_every=25, history=None, 
                          "loss in one process.")
     if frobenius == 0:  # all-zero data: W = 0 is optimal, the intercept alone fits
         W, b = p.zeros()
-        b = p.intercept(p.image(W), b)
-        return W, b, p.certificate(W, b, p.image(W), torch.zeros_like(p.image(W))), 0, torch.zeros_like(p.image(W))
+        XW = p.image(W)
+        b = p.intercept(XW, b)
+        no_multipliers = torch.zeros_like(XW)
+        return W, b, p.certificate(W, b, XW, no_multipliers), 0, no_multipliers
     gram = X.T @ X
     if float((gram - torch.diag(gram.diagonal())).abs().max()) > 1e-8 * float(gram.diagonal().max()):
         raise ValueError("solve_cone_admm needs the program in the singular basis of its data (orthogonal columns): "

@@ -5,6 +5,7 @@
     python scripts/bench_solver.py --adelie .venv-adelie/bin/python --path 50   # adelie too
     python scripts/bench_solver.py --adam             # also Adam on the non-convex network
     python scripts/bench_solver.py --n 50000 --n-patterns 4096 --device cuda --no-pyscnn
+    python scripts/bench_solver.py --relu-patterns 50 --tols 1e-6 --relu-al-iters 1500   # the exact ReLU program
 
 Problem (identical for every solver): the first n/2 ``airplane`` and n/2 ``automobile`` training
 images in file-name order, pixels in [0, 1] standardized per feature, labels -1/+1, no intercept,
@@ -18,6 +19,11 @@ first-order in the error of W while P is second-order, so it cannot certify 1e-6
 ill-conditioned problem even at points whose objective is exact to 1e-12. "Time to gap g" is
 the time of the fastest run whose final point is certified to g.
 
+``--relu-patterns P``: the exact ReLU program (cones) on the first P gates, our ADMM to a gap of
+``--relu-tol`` with the cones met to ``--relu-cone-tol``, our augmented Lagrangian and pyscnn's for
+a number of iterations; every final point certified by our float64 certificate (NNLS multipliers),
+its cone violation ``||(-(2D - I) X u)_+|| / ||X u||`` beside it.
+
 adelie (PyPI) pins numpy<2, so it runs in an environment of its own, through
 ``scripts/adelie_worker.py`` in a subprocess: ``python3 -m venv .venv-adelie &&
 .venv-adelie/bin/pip install adelie``. Its ``tol`` is not a duality gap, so ``--adelie-tols``
@@ -30,10 +36,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.exceptions import ConvergenceWarning
 
 from convexgan import ConvexReLU, regularization_path
 from convexgan.cli import common
@@ -111,6 +119,51 @@ def run_adam(X, y, ours, lam, cap_seconds, device, dtype):
     return best, trace
 
 
+def run_pyscnn_relu(X, y, gates, lam, iters, tol):
+    """pyscnn's augmented Lagrangian on the exact ReLU program; coef (d, 2P, 1), u's then v's."""
+    from scnn.metrics import Metrics
+    from scnn.models import ConvexReLU as PyscnnReLU
+    from scnn.optimize import optimize_model
+    from scnn.regularizers import NeuronGL1
+    from scnn.solvers import AL
+
+    start = time.perf_counter()
+    model, _ = optimize_model(PyscnnReLU(gates), AL(PyscnnReLU(gates), max_primal_iters=iters, tol=tol,
+                                                     constraint_tol=tol), Metrics(), X, y,
+                              regularizer=NeuronGL1(lam), return_convex=True, unitize_data=False)
+    seconds = time.perf_counter() - start
+    U, V = model.parameters[:2]
+    return np.transpose(np.concatenate([U, V], 1), (2, 1, 0)), seconds  # (c, 2P, d) -> (d, 2P, c)
+
+
+def bench_relu(args, X, y, gates):
+    """The exact ReLU program on the first ``args.relu_patterns`` gates: ours (ADMM; the augmented
+    Lagrangian for ``--relu-al-iters``) and pyscnn's augmented Lagrangian, each certified."""
+    gates = gates[:, :args.relu_patterns]
+    common_params = dict(lam=args.lam, gates=gates, activation="relu", fit_intercept=False, tol=args.relu_tol,
+                         cone_tol=args.relu_cone_tol)
+    runs = [("admm", dict(solver="admm", max_iter=100000))]
+    if args.relu_al_iters:
+        runs.append(("augmented Lagrangian, float32", dict(solver="augmented_lagrangian", dtype="float32",
+                                                           max_iter=args.relu_al_iters)))
+    print(f"exact ReLU program: P={args.relu_patterns} (G={2 * args.relu_patterns} groups), target gap "
+          f"{args.relu_tol:g} with cone violation {args.relu_cone_tol:g}")
+    for name, params in runs:
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            model = ConvexReLU(**common_params, **params).fit(X, y)
+        seconds = time.perf_counter() - start
+        print(f"  ours ({name}): {seconds:7.1f} s  {int(model.n_iter_):6d} iterations  objective "
+              f"{model.objective_:.10f}  gap {model.gap_:.1e}  cone violation {model.cone_violation_:.1e}  "
+              f"neurons {model.n_neurons_}")
+    if not args.no_pyscnn and args.relu_pyscnn_iters:
+        coef, seconds = run_pyscnn_relu(X, y, gates, args.lam, args.relu_pyscnn_iters, args.relu_cone_tol)
+        cert = certify(model, X, y, coef, args.lam)
+        print(f"  pyscnn (AL, {args.relu_pyscnn_iters} primal iterations at most): {seconds:7.1f} s  objective "
+              f"{cert.primal:.10f}  gap {cert.gap:.1e}  cone violation {cert.cone_violation:.1e}")
+
+
 def certify(model, X, y, coef, lam, lower_bound=-np.inf):
     """The float64 certificate of ``coef`` (d, P, 1) for the program of ``model`` at ``lam``, its dual
     value raised to ``lower_bound`` (a proven lower bound on the optimum) when that is larger."""
@@ -166,6 +219,11 @@ def build_parser():
     parser.add_argument("--pyscnn-iters", type=int, default=1000)
     parser.add_argument("--no-pyscnn", action="store_true")
     parser.add_argument("--adam", action="store_true")
+    parser.add_argument("--relu-patterns", type=int, default=0, help="also the exact ReLU program on this many gates")
+    parser.add_argument("--relu-tol", type=float, default=1e-4, help="its relative duality gap")
+    parser.add_argument("--relu-cone-tol", type=float, default=1e-6, help="its relative cone violation")
+    parser.add_argument("--relu-al-iters", type=int, default=0, help="also our augmented Lagrangian, this many iterations")
+    parser.add_argument("--relu-pyscnn-iters", type=int, default=10000, help="pyscnn's AL primal iterations at most (0: not run)")
     parser.add_argument("--adam-cap", type=float, default=300.0, help="seconds for Adam in all")
     parser.add_argument("--data-root", default=None, help="folder with cifar10/ (default: $CONVEXGAN_DATA)")
     return parser
@@ -278,6 +336,9 @@ def bench(args):
         print(f"adam (best lr {best['lr']:g}) {verdict} 1 % of our optimum: {best['objective']:.6f} in "
               f"{best['seconds']:.1f} s; ours {ours.objective_:.6f} certified in {our_seconds:.2f} s "
               f"({best['seconds'] / our_seconds:.1f}x)")
+
+    if args.relu_patterns:
+        bench_relu(args, X, y, gates)
 
 
 def main(argv=None):

@@ -70,6 +70,14 @@ def test_cone_tol_holds_the_violation_below_the_gap_tolerance():
         ConvexReLU(cone_tol=0.0).fit(X, y)
 
 
+def test_all_zero_data_gives_the_intercept_alone():
+    y = np.random.default_rng(0).standard_normal(25)
+    model = ConvexReLU(lam=0.1, n_patterns=4, solver="admm").fit(np.zeros((25, 3)), y)
+    assert model.converged_ and model.n_neurons_ == 0
+    assert model.objective_ == pytest.approx(0.5 * np.var(y), rel=1e-12)
+    np.testing.assert_allclose(model.predict(np.ones((2, 3))), y.mean(), rtol=1e-12)
+
+
 def test_auto_picks_admm_for_large_squared_relu_programs():
     rng = np.random.default_rng(3)
     X = rng.standard_normal((300, 12))

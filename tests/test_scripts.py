@@ -127,5 +127,10 @@ def test_distributed_benchmark_runs_one_and_two_processes_on_the_same_program(ca
 @pytest.mark.skipif(not CIFAR10.is_dir(), reason="CIFAR-10 not present")
 def test_solver_benchmark_certifies_its_runs(capsys):
     assert script("bench_solver").main(["--n", "40", "--n-patterns", "8", "--tols", "1e-2", "--tol", "1e-4",
-                                        "--no-pyscnn", "--device", "cpu"]) == 0
-    assert "reference lower bound" in capsys.readouterr().out
+                                        "--no-pyscnn", "--device", "cpu", "--relu-patterns", "4",
+                                        "--relu-al-iters", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "reference lower bound" in out and "ours (augmented Lagrangian, float32)" in out
+    admm = next(line.split() for line in out.splitlines() if "ours (admm)" in line)
+    gap, violation = float(admm[admm.index("gap") + 1]), float(admm[admm.index("violation") + 1])
+    assert gap <= 1e-4 and violation <= 1e-6

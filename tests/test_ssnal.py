@@ -24,7 +24,11 @@ def random_problem(seed, loss):
 
 
 @pytest.mark.parametrize("loss", ["squared", "logistic"])
-def test_matches_cvxpy_with_and_without_intercept(loss):
+@pytest.mark.parametrize("tracked", [False, True])
+def test_matches_cvxpy_with_and_without_intercept(loss, tracked, monkeypatch):
+    """``tracked``: the line search combines the direction's ``X A^T xi`` (the route of d >= 64)
+    instead of recomputing X W+ (small d)."""
+    monkeypatch.setattr(ssnal, "TRACKED_IMAGE_DEPTH", 1 if tracked else 10 ** 9)
     estimator = ConvexReLU if loss == "squared" else ConvexReLUClassifier
     for seed in range(N_PROBLEMS):
         X, y, lam, fit_intercept = random_problem(seed, loss)
