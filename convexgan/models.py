@@ -25,8 +25,8 @@ solution is from the cones (relative). ``fit`` stops when the gap is ``<= tol`` 
 
 Solvers: gated programs with the l2 group penalty (one output, or ReLU-style separate outputs)
 and a squared or logistic loss go to the semismooth Newton augmented Lagrangian (``ssnal``);
-the others (nuclear norm, cross-entropy) to FISTA (``solvers``); relu with the squared loss to
-ADMM (``admm``: a gap of 1e-4 with the cones met to 1e-6 in 80 s where the augmented Lagrangian
+the others (nuclear norm, cross-entropy) to FISTA (``solvers``); relu with the squared loss and
+d >= n / 4 to ADMM (``admm``: a gap of 1e-4 with the cones met to 1e-6 in 80 s where the augmented Lagrangian
 stalls near 0.3), other relu programs to the augmented Lagrangian or, small, to exact projections.
 """
 import copy
@@ -52,6 +52,7 @@ from .validation import check_choice, check_positive, check_positive_int
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 PROJECTION_SIZE = 200_000  # n * d * G * c up to which solver="auto" projects onto the cones exactly
+ADMM_WIDTH = 0.25  # d / n from which solver="auto" takes ADMM for larger squared-loss relu programs
 SOLVERS = {"gated": {"auto", "newton", "fista"}, "relu": {"auto", "admm", "augmented_lagrangian", "projection"}}
 
 
@@ -146,9 +147,9 @@ class _ConvexTwoLayer(BaseEstimator):
             if solver == "admm" and not admm.supports(program):
                 raise ValueError(f"solver='admm' handles relu programs with the squared loss in one process; this "
                                  f"one ({type(program.loss).__name__}) needs solver='augmented_lagrangian' (or 'auto').")
-            if solver == "auto":
-                solver = ("projection" if size <= PROJECTION_SIZE else
-                          "admm" if admm.supports(program) else "augmented_lagrangian")
+            if solver == "auto":  # ADMM where its cones rarely have more tight rows than dimensions (wide data)
+                wide = admm.supports(program) and program.shape[0] >= ADMM_WIDTH * program.n
+                solver = "projection" if size <= PROJECTION_SIZE else "admm" if wide else "augmented_lagrangian"
         elif self.activation == "gated":
             newton = ssnal.supports(program)
             if solver == "newton" and not newton:
@@ -370,7 +371,9 @@ class ConvexReLU(RegressorMixin, _ConvexTwoLayer):
         of 1e-4 in a minute where the augmented Lagrangian stalls), "augmented_lagrangian"
         (any loss, GPU), "projection" (FISTA with exact cone projections by NNLS: feasible
         iterates, fast on small problems), or "auto" (projection when ``n * d * G * c <=
-        200,000``, else admm for the squared loss, else augmented_lagrangian).
+        200,000``, else admm for the squared loss and d >= n / 4, else augmented_lagrangian:
+        after 1,500 iterations on n = 1,000 random rows, ADMM's gap was 2.1e-3 against 0.17 at
+        d = 300, 0.15 against 0.032 at d = 100).
     precondition : bool
         FISTA with one output: work in the singular basis of X with the metric ``S^2 / 2n``.
     distributed : bool

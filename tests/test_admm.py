@@ -3,6 +3,7 @@ its stopping rule on the cone violation, and the inputs it refuses."""
 import numpy as np
 import pytest
 import torch
+from sklearn.exceptions import ConvergenceWarning
 
 from convexgan import ConvexReLU, ConvexReLUClassifier, admm, losses, solvers
 from convexgan.penalties import GroupL2
@@ -78,14 +79,17 @@ def test_all_zero_data_gives_the_intercept_alone():
     np.testing.assert_allclose(model.predict(np.ones((2, 3))), y.mean(), rtol=1e-12)
 
 
-def test_auto_picks_admm_for_large_squared_relu_programs():
+def test_auto_picks_admm_for_large_squared_relu_programs_on_wide_data():
     rng = np.random.default_rng(3)
-    X = rng.standard_normal((300, 12))
-    y = np.maximum(X @ rng.standard_normal(12), 0) - np.maximum(X @ rng.standard_normal(12), 0)
-    model = ConvexReLU(lam=0.05, n_patterns=40, tol=1e-5).fit(X, y)  # n d G = 288,000 > PROJECTION_SIZE
+    X = rng.standard_normal((120, 40))
+    y = np.maximum(X @ rng.standard_normal(40), 0) - np.maximum(X @ rng.standard_normal(40), 0)
+    model = ConvexReLU(lam=0.05, n_patterns=40, tol=1e-5).fit(X, y)  # n d G = 384,000 > PROJECTION_SIZE
     assert model.solver_ == "admm" and model.converged_
     # the recovered network clips what is left outside the cones: its objective to about the violation
     assert model.network_objective(X, y) == pytest.approx(model.objective_, rel=1e-4)
+    narrow = ConvexReLU(lam=0.05, n_patterns=20, max_iter=20)  # d < n / 4: the augmented Lagrangian
+    with pytest.warns(ConvergenceWarning):
+        assert narrow.fit(rng.standard_normal((600, 12)), rng.standard_normal(600)).solver_ == "augmented_lagrangian"
 
 
 def test_refuses_other_losses_and_programs_outside_the_singular_basis():
