@@ -66,9 +66,7 @@ class _WeightStep:
         X = p.X
         self.rho_z, self.rho_t = rho_z, rho_t
         self.E = rho_z + rho_t * X.square().sum(0)  # (r,): X^T X = S^2 in the singular basis
-        H = ((X / self.E) @ X.T) * (p.mask_weights @ p.mask_weights.T)
-        if p.fit_intercept:
-            H = _center(_center(H).T)
+        H = _centered(p, _centered(p, ((X / self.E) @ X.T) * (p.mask_weights @ p.mask_weights.T)).T)
         H.diagonal().add_(p.n)
         self.factor = torch.linalg.cholesky(H)
 
@@ -77,12 +75,9 @@ class _WeightStep:
         p = self.program
         v = rhs / self.E[:, None, None]
         Xv = p.image(v)
-        x = torch.cholesky_solve(self._center(p.predict(Xv, 0)), self.factor)
-        correction = p.adjoint(p.loss_image_grad(self._center(x))) / self.E[:, None, None]
+        x = torch.cholesky_solve(_centered(p, p.predict(Xv, 0)), self.factor)
+        correction = p.adjoint(p.loss_image_grad(_centered(p, x))) / self.E[:, None, None]
         return v - correction, Xv - p.image(correction)
-
-    def _center(self, Z):
-        return _center(Z) if self.program.fit_intercept else Z
 
 
 def _rescaled(program, step, U, V, rho_z, rho_t):
@@ -93,8 +88,9 @@ def _rescaled(program, step, U, V, rho_z, rho_t):
     return _WeightStep(program, rho_z, rho_t)
 
 
-def _center(Z):
-    return Z - Z.mean(0)
+def _centered(program, Z):
+    """P Z: the rows of Z (n, ...) centered where the program fits an intercept, else Z."""
+    return Z - Z.mean(0) if program.fit_intercept else Z
 
 
 def solve_cone_admm(program, W, b, tol, max_iter, check_every=25, history=None, cone_tol=None):
@@ -126,13 +122,13 @@ def solve_cone_admm(program, W, b, tol, max_iter, check_every=25, history=None, 
     multipliers : torch.Tensor
         (n, G, c), the cone constraints' multipliers mu >= 0.
     """
+    if not supports(program):
+        raise ValueError("solve_cone_admm solves ReLU programs (cones) with the group l2 penalty and the squared "
+                         "loss in one process.")
     p = program.float64()
     cone_tol = tol if cone_tol is None else cone_tol
     X, cone_signs = p.X, p.cone_signs[:, :, None]
     frobenius = float(X.square().sum())
-    if not supports(p):
-        raise ValueError("solve_cone_admm solves ReLU programs (cones) with the group l2 penalty and the squared "
-                         "loss in one process.")
     if frobenius == 0:  # all-zero data: W = 0 is optimal, the intercept alone fits
         W, b = p.zeros()
         XW = p.image(W)
@@ -150,15 +146,14 @@ def solve_cone_admm(program, W, b, tol, max_iter, check_every=25, history=None, 
     XZ = p.image(Z)
     T = (cone_signs * XZ).clamp_min(0)
     U, V = torch.zeros_like(Z), torch.zeros_like(T)
-    constant = p.adjoint(p.loss_image_grad(step._center(p.Y))) / p.n  # A^T P Y / n
+    constant = p.adjoint(p.loss_image_grad(_centered(p, p.Y))) / p.n  # A^T P Y / n
     start, cert, stalled = time.perf_counter(), None, []
-    rho_t_factor = 1.0
     for it in range(1, max_iter + 1):
         if it in RESCALE_AT:
             norms = torch.linalg.vector_norm(Z, dim=0)
-            if bool((norms > 0).any()):
+            if bool((norms > 0).any()):  # rho_t keeps its ratio to rho_z (with the stalls' growth)
                 rho_z = RHO_Z * lam / float(norms[norms > 0].mean())
-                step = _rescaled(p, step, U, V, rho_z, rho_t_factor * RHO_T * rho_z * r / frobenius)
+                step = _rescaled(p, step, U, V, rho_z, step.rho_t * rho_z / step.rho_z)
         rhs = constant + step.rho_z * (Z - U) + step.rho_t * p.adjoint(cone_signs * (T - V))
         W, XW = step.solve(rhs)
         CW = RELAXATION * cone_signs * XW + (1 - RELAXATION) * T
@@ -181,7 +176,6 @@ def solve_cone_admm(program, W, b, tol, max_iter, check_every=25, history=None, 
             # drift along; a stiffer rho_t then restores feasibility
             stalled.append(cert.cone_violation)
             if len(stalled) > STALL_CHECKS and cert.cone_violation > max(cone_tol, 0.5 * stalled[-STALL_CHECKS - 1]):
-                rho_t_factor *= STALL_GROWTH
                 step = _rescaled(p, step, U, V, step.rho_z, step.rho_t * STALL_GROWTH)
                 stalled = []
     return Z, b, cert, it, multipliers

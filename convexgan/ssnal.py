@@ -404,9 +404,9 @@ def _state_certificate(p, systems, state):
 
 
 def _minimize_psi(p, systems, xi, products, W, b, XW, sigma, budget, tol):
-    """Newton's method on psi from xi (its ``_Products``), for the outer point (W, b) (XW = X W_g), until psi is minimized well enough for this outer step, or the point (W+, b+)
-    with the dual point xi is certified to ``tol`` (checked after every step: it needs no product
-    with the data). Returns ``(state, steps, certificate, intercept)``, the certificate's dual
+    """Newton's method on psi from xi (its ``_Products``), for the outer point (W, b) (XW = X W_g),
+    until psi is minimized well enough for this outer step, or the point (W+, b+) with the dual
+    point xi is certified to ``tol`` (checked after every step: it needs no product with the data). Returns ``(state, steps, certificate, intercept)``, the certificate's dual
     xi's (or -inf), the intercept re-fitted."""
     fit_before = p.predict(XW, b)
     state, steps, stop = _psi(p, xi, W, XW, b, sigma, products), 0, False

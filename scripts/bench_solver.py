@@ -78,20 +78,26 @@ def two_gemm_seconds(X, gates, device, dtype, repeats=20):
     return (time.perf_counter() - start) / repeats
 
 
-def run_pyscnn(X, y, gates, lam, iters, dtype):
+def optimize_pyscnn(model, solver, X, y, lam, **kwargs):
+    """pyscnn's ``optimize_model`` on its convex program with the group penalty lam.
+    Returns (the model's parameters, seconds)."""
     from scnn.metrics import Metrics
-    from scnn.models import ConvexGatedReLU
     from scnn.optimize import optimize_model
     from scnn.regularizers import NeuronGL1
+
+    start = time.perf_counter()
+    model, _ = optimize_model(model, solver, Metrics(), X, y, regularizer=NeuronGL1(lam), return_convex=True,
+                              unitize_data=False, **kwargs)
+    return model.parameters, time.perf_counter() - start
+
+
+def run_pyscnn(X, y, gates, lam, iters, dtype):
+    from scnn.models import ConvexGatedReLU
     from scnn.solvers import RFISTA
 
     model = ConvexGatedReLU(gates)
-    start = time.perf_counter()
-    model, _ = optimize_model(model, RFISTA(model, max_iters=iters, tol=1e-10), Metrics(), X, y,
-                              regularizer=NeuronGL1(lam), return_convex=True, unitize_data=False,
-                              dtype=dtype)
-    seconds = time.perf_counter() - start
-    return np.transpose(model.parameters[0], (2, 1, 0)), seconds  # (c, P, d) -> (d, P, c)
+    parameters, seconds = optimize_pyscnn(model, RFISTA(model, max_iters=iters, tol=1e-10), X, y, lam, dtype=dtype)
+    return np.transpose(parameters[0], (2, 1, 0)), seconds  # (c, P, d) -> (d, P, c)
 
 
 def run_adam(X, y, ours, lam, cap_seconds, device, dtype):
@@ -121,18 +127,13 @@ def run_adam(X, y, ours, lam, cap_seconds, device, dtype):
 
 def run_pyscnn_relu(X, y, gates, lam, iters, tol):
     """pyscnn's augmented Lagrangian on the exact ReLU program; coef (d, 2P, 1), u's then v's."""
-    from scnn.metrics import Metrics
     from scnn.models import ConvexReLU as PyscnnReLU
-    from scnn.optimize import optimize_model
-    from scnn.regularizers import NeuronGL1
     from scnn.solvers import AL
 
-    start = time.perf_counter()
-    model, _ = optimize_model(PyscnnReLU(gates), AL(PyscnnReLU(gates), max_primal_iters=iters, tol=tol,
-                                                     constraint_tol=tol), Metrics(), X, y,
-                              regularizer=NeuronGL1(lam), return_convex=True, unitize_data=False)
-    seconds = time.perf_counter() - start
-    U, V = model.parameters[:2]
+    model = PyscnnReLU(gates)
+    parameters, seconds = optimize_pyscnn(model, AL(model, max_primal_iters=iters, tol=tol, constraint_tol=tol),
+                                          X, y, lam)
+    U, V = parameters[:2]
     return np.transpose(np.concatenate([U, V], 1), (2, 1, 0)), seconds  # (c, 2P, d) -> (d, 2P, c)
 
 
@@ -223,7 +224,7 @@ def build_parser():
     parser.add_argument("--relu-tol", type=float, default=1e-4, help="its relative duality gap")
     parser.add_argument("--relu-cone-tol", type=float, default=1e-6, help="its relative cone violation")
     parser.add_argument("--relu-al-iters", type=int, default=0, help="also our augmented Lagrangian, this many iterations")
-    parser.add_argument("--relu-pyscnn-iters", type=int, default=10000, help="pyscnn's AL primal iterations at most (0: not run)")
+    parser.add_argument("--relu-pyscnn-iters", type=int, default=1000, help="pyscnn's AL primal iterations at most (0: not run)")
     parser.add_argument("--adam-cap", type=float, default=300.0, help="seconds for Adam in all")
     parser.add_argument("--data-root", default=None, help="folder with cifar10/ (default: $CONVEXGAN_DATA)")
     return parser

@@ -103,3 +103,7 @@ def test_refuses_other_losses_and_programs_outside_the_singular_basis():
                                     GroupL2(0.1), True, cone=True)
     with pytest.raises(ValueError, match="singular basis"):
         admm.solve_cone_admm(program, *program.zeros(), 1e-6, 10)
+    gated = solvers.ConvexProgram(X, program.mask_weights > 0, torch.ones(2, dtype=X.dtype), program.Y,
+                                  losses.SquaredLoss(), GroupL2(0.1), True, cone=False)
+    with pytest.raises(ValueError, match="cones"):
+        admm.solve_cone_admm(gated, *gated.zeros(), 1e-6, 10)
