@@ -14,7 +14,8 @@ weight decay becomes the nuclear norm of W_p (Pilanci & Ergen 2020, section on C
     min  CE( sum_p <F[p], W_p> + b, y ) + lam sum_p ||W_p||_*
 
 ``PooledConvProgram`` is that program for the shared solvers (FISTA, duality-gap certificate);
-the SVD of every W_p gives back the neurons (``ConvBlock`` and a ``nn.Linear`` head).
+``restricted`` confines every W_p to a few directions, for ``solvers.solve_gated_subspace``; the
+SVD of every W_p gives back the neurons (``ConvBlock`` and a ``nn.Linear`` head).
 
 Natural image patches are badly conditioned (the pooled features' second moment spans eight
 decades on CIFAR-10), which stalls FISTA. ``patch_whitening`` gives a fixed ZCA matrix A for the
@@ -138,7 +139,10 @@ class PooledConvProgram(ConvexProgram):
         P, n, QD = features.shape
         self.F, self.Y, self.loss, self.penalty = features, Y, loss, penalty
         self.fit_intercept, self.cone, self.cone_signs = fit_intercept, False, None
-        self.mask_weights = torch.ones(n, P, dtype=features.dtype, device=features.device)
+        # one "group" to the shared solvers: the image is the scores summed over patterns, not the
+        # (n, P, K) array of every pattern's, whose elementwise passes cost more than a restricted
+        # program's products
+        self.mask_weights = torch.ones(n, 1, dtype=features.dtype, device=features.device)
         self.K, self.D = Y.shape[1], QD // QUADRANTS
         self.shape = (self.D, P, QUADRANTS * self.K)
         self.n = loss.n(Y)
@@ -154,19 +158,19 @@ class PooledConvProgram(ConvexProgram):
         return W.reshape(D, P, QUADRANTS, self.K).permute(1, 2, 0, 3).reshape(P, QUADRANTS * D, self.K)
 
     def image(self, W, groups=None):
-        """Every pattern's scores <F[p], W_p>: (n, P, K) (all patterns, whatever ``groups`` says:
-        a subset would copy those features). Where every W_p has rank r <= K / 2 (as W_p is once
+        """The scores ``sum_p <F[p], W_p>``: (n, 1, K) (all patterns, whatever ``groups`` says: a
+        subset would copy those features). Where every W_p has rank r <= K / 2 (as W_p is once
         the solver has found the active neurons), each F_p is read against r filters instead of
         4K columns (``_filters``)."""
         factors = self._filters(W)
         if factors is None:
             # W_p^T F_p^T rather than F_p W_p: with K (about 10) columns, twice as fast with MKL on 2 cores
-            return torch.bmm(self._per_group(W).transpose(1, 2), self.F.transpose(1, 2)).permute(2, 0, 1).contiguous()
+            return _summed(torch.bmm(self._per_group(W).transpose(1, 2), self.F.transpose(1, 2)))
         filters, heads = factors
         P, n, _ = self.F.shape
         # (P, 4n, r): every image's and quadrant's responses; the operands' layouts are MKL's fast ones
         responses = torch.bmm(self.F.view(P, n * QUADRANTS, self.D), filters.transpose(1, 2))
-        return torch.bmm(heads, responses.view(P, n, -1).transpose(1, 2)).permute(2, 0, 1).contiguous()
+        return _summed(torch.bmm(heads, responses.view(P, n, -1).transpose(1, 2)))
 
     def _filters(self, W):
         """Every W_p (D x 4K) as ``filters_p^T`` (D, r) times ``heads_p`` (r, 4K), r the largest rank of
@@ -198,15 +202,29 @@ class PooledConvProgram(ConvexProgram):
         return (M @ V).transpose(1, 2).contiguous().to(W.dtype), heads.to(W.dtype)
 
     def local_adjoint(self, R):
-        """(n, P, K) -> (D, P, 4K)."""
+        """R (n, 1, K), the same for every pattern -> (D, P, 4K)."""
         # R^T F rather than F^T R: the features are read along their rows (about twice as fast)
-        G = torch.bmm(R.permute(1, 2, 0), self.F)  # (P, K, 4D)
+        G = torch.matmul(R.permute(1, 2, 0), self.F)  # (P, K, 4D)
         P = G.shape[0]
         return G.reshape(P, self.K, QUADRANTS, self.D).permute(3, 0, 2, 1).reshape(self.shape)
 
     def zeros(self):
         W = torch.zeros(self.shape, dtype=self.F.dtype, device=self.F.device)
         return W, torch.zeros(self.K, dtype=self.F.dtype, device=self.F.device)
+
+    def restricted(self, basis):
+        """The program with every W_p confined to the span of ``basis[p]`` (D, k), orthonormal
+        columns: features ``F_p B_p`` (P, n, 4k), one pass over F. Its weights M (k, P, 4K) stand
+        for ``W_p = B_p M_p`` (``lifted``): the same scores and, B_p orthonormal, the same nuclear
+        norms, so its optimum is the program's optimum over those spans."""
+        P, n, _ = self.F.shape
+        features = torch.bmm(self.F.view(P, n * QUADRANTS, self.D), basis.to(self.F.dtype))
+        return PooledConvProgram(features.view(P, n, -1), self.Y, self.loss, self.penalty, self.fit_intercept)
+
+    @staticmethod
+    def lifted(basis, M):
+        """``W_p = B_p M_p``: basis (P, D, k), M (k, P, 4K) -> W (D, P, 4K)."""
+        return torch.einsum("pdk,kpc->dpc", basis.to(M.dtype), M)
 
     def lipschitz_data(self, n_power=10):
         """Power-iteration estimate of ||W -> sum_p <F[p], W_p>||^2 (one output). Few iterations: the
@@ -216,9 +234,13 @@ class PooledConvProgram(ConvexProgram):
                         generator=torch.Generator(self.F.device).manual_seed(0))
         for _ in range(n_power):
             W = W / torch.linalg.vector_norm(W)
-            scores = self.image(W).sum(1, keepdim=True).expand(-1, self.shape[1], -1)
-            W = self.adjoint(scores)
+            W = self.adjoint(self.image(W))
         return float(torch.linalg.vector_norm(W)) * 1.05
+
+
+def _summed(scores):
+    """Every pattern's scores (P, K, n) -> their sum (n, 1, K)."""
+    return scores.sum(0).T.contiguous()[:, None, :]
 
 
 class ConvBlock(nn.Module):

@@ -80,9 +80,9 @@ class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
     tol : float
         Relative duality gap at which each block's solve stops.
     max_iter : int
-        FISTA iterations per block at most: a block stops once its float64 gap is <= tol (on 8,000
-        28 x 28 digits, blocks of 32 and 64 gates needed 1,100 and 960); a block stopped by
-        max_iter reports its larger gap.
+        FISTA iterations per block at most, on its whole program and in each subspace round
+        (``solvers.solve_gated_subspace``): a block stops once its float64 gap is <= tol; a block
+        stopped by max_iter reports its larger gap.
     whiten_eps : float or None
         ZCA regularizer of the patch whitening, relative to the mean eigenvalue (None: no
         whitening; the weight decay is then on the raw filters, and FISTA is far slower on
@@ -103,7 +103,7 @@ class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
     stages_ : list of dict
         Per stage: seconds, neurons, kept, train (and test) accuracy, certificate.
     n_iter_ : array (stages,)
-        FISTA iterations per stage.
+        FISTA iterations per stage (on the whole program and in the subspace rounds).
     n_features_in_ : int
         Channels of the input (features of a table).
 
@@ -221,7 +221,7 @@ class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
         program = PooledConvProgram(features.to(self.device, dtype), Y.to(self.device, dtype),
                                     loss.sharded(shard.total) if shard.sharded else loss, NuclearNorm(self.lam))
         W, b = program.zeros()
-        W, b, cert, n_iter = solvers.solve_gated(program, W, b, self.tol, self.max_iter)
+        W, b, cert, n_iter = solvers.solve_gated_subspace(program, W, b, self.tol, self.max_iter)
         block, head, _ = recover_block(W.double().cpu(), gates.double(), inputs.shape[1],
                                        None if whitening is None else whitening.double(), precision=dtype)
         return block.float(), head.float(), b.float().cpu(), cert, n_iter

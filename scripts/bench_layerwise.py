@@ -106,7 +106,8 @@ def build_parser():
     parser.add_argument("--test-limit-per-class", type=int, default=None)
     parser.add_argument("--widths", type=common.integers, default=[32, 64])
     parser.add_argument("--lam", type=float, default=1e-2)
-    parser.add_argument("--max-iter", type=int, default=300)
+    parser.add_argument("--max-iter", type=int, default=2000,
+                        help="FISTA iterations per block (and per subspace round) at most")
     parser.add_argument("--hidden", type=int, default=256, help="greedy SGD: auxiliary head's hidden width")
     parser.add_argument("--budget-factor", type=float, default=1.0, help="SGD time as a multiple of ours")
     parser.add_argument("--seed", type=int, default=0)

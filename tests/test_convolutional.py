@@ -72,9 +72,9 @@ def test_program_image_and_adjoint_against_their_definition():
     program = PooledConvProgram(features, torch.tensor(np.eye(K)[rng.integers(0, K, n)]), losses.CrossEntropyLoss(),
                                 NuclearNorm(0.1))
     W = torch.tensor(rng.standard_normal((D, P, 4 * K)))  # quadrant-major columns
-    expected = torch.einsum("pnqi,ipqk->npk", features.reshape(P, n, 4, D), W.reshape(D, P, 4, K))
+    expected = torch.einsum("pnqi,ipqk->nk", features.reshape(P, n, 4, D), W.reshape(D, P, 4, K))[:, None, :]
     torch.testing.assert_close(program.image(W), expected, rtol=1e-12, atol=1e-12)
-    R = torch.tensor(rng.standard_normal((n, P, K)))
+    R = torch.tensor(rng.standard_normal((n, 1, K)))  # the same for every pattern
     assert float((program.adjoint(R) * W).sum()) == pytest.approx(float((expected * R).sum()), rel=1e-12)
 
 
@@ -92,7 +92,7 @@ def test_image_of_low_rank_weights_equals_the_full_product():
     W = program.penalty.prox(W, 1e-3)  # a float32 prox: rounding-sized singular values where it set zeros
     filters, heads = program._filters(W)
     assert filters.shape == (P, 2, D) and heads.shape == (P, K, 4 * 2)  # rank 2 = K / 2: the low-rank route
-    expected = torch.einsum("pnqi,ipqk->npk", features.reshape(P, n, 4, D), W.double().reshape(D, P, 4, K))
+    expected = torch.einsum("pnqi,ipqk->nk", features.reshape(P, n, 4, D), W.double().reshape(D, P, 4, K))[:, None]
     torch.testing.assert_close(program.image(W).double(), expected, rtol=1e-5, atol=1e-5)
     zero = torch.zeros_like(W)
     assert program._filters(zero)[0].shape == (P, 0, D) and not program.image(zero).any()
@@ -102,7 +102,7 @@ def test_image_of_low_rank_weights_equals_the_full_product():
     W64 = W.double()
     W64[:, 2] = 1e-12 * torch.tensor(rng.standard_normal((D, 4 * K)))  # tiny, but not zero: not dropped in float64
     assert exact._filters(W64) is None
-    expected = torch.einsum("pnqi,ipqk->npk", features.reshape(P, n, 4, D), W64.reshape(D, P, 4, K))
+    expected = torch.einsum("pnqi,ipqk->nk", features.reshape(P, n, 4, D), W64.reshape(D, P, 4, K))[:, None]
     torch.testing.assert_close(exact.image(W64), expected, rtol=1e-12, atol=1e-15)
 
 
@@ -136,3 +136,47 @@ def test_whitening_rejects_bad_input():
         whiten(features, torch.eye(8))
     with pytest.raises(ValueError, match="batch must be an integer >= 1"):
         pooled_features(torch.randn(3, 1, 4, 4), torch.randn(2, 1, 3, 3), batch=0)
+
+
+def test_restricted_program_has_the_lifted_scores_and_nuclear_norms():
+    rng = np.random.default_rng(7)
+    P, n, D, K, k = 3, 8, 6, 2, 3
+    features = torch.tensor(rng.standard_normal((P, n, 4 * D)))
+    program = PooledConvProgram(features, torch.tensor(np.eye(K)[rng.integers(0, K, n)]), losses.CrossEntropyLoss(),
+                                NuclearNorm(0.1))
+    basis = torch.linalg.qr(torch.tensor(rng.standard_normal((P, D, k))))[0]
+    M = torch.tensor(rng.standard_normal((k, P, 4 * K)))
+    restricted, W = program.restricted(basis), program.lifted(basis, M)
+    assert restricted.shape == (k, P, 4 * K)
+    torch.testing.assert_close(restricted.image(M), program.image(W), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(restricted.penalty.group_norms(M), program.penalty.group_norms(W), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_subspace_solver_reaches_the_cvxpy_optimum(dtype):
+    """Blocks of 6 channels (D = 54, spans of k = 2 rank + 4 directions): the subspace rounds
+    run, and the certified point is CVXPY's optimum."""
+    rng = np.random.default_rng(8)
+    N, C, H, K, lam = 30, 6, 4, 3, 0.05
+    x = torch.tensor(rng.standard_normal((N, C, H, H)))
+    y = np.r_[np.arange(K), rng.integers(0, K, N - K)]
+    _, gates = conv_patterns(x, 2, seed=8)
+    features = pooled_features(x, gates)
+    Y = torch.tensor(np.eye(K)[y])
+    program = PooledConvProgram(features.to(dtype), Y.to(dtype), losses.CrossEntropyLoss(), NuclearNorm(lam))
+    history = []
+    W, b, cert, n_iter = solvers.solve_gated_subspace(program, *program.zeros(), 1e-6, 20000, history=history,
+                                                      warm_iter=20)
+    assert cert.gap <= 1e-6 and W.dtype == dtype
+    assert n_iter > 20 and len(history) > 2  # the rounds ran beyond the warm start
+
+    brute = features.numpy().reshape(len(gates), N, 4, -1)
+    Ws = [cp.Variable((9 * C, 4 * K)) for _ in gates]
+    intercept = cp.Variable(K)
+    scores = sum(brute[p, :, q, :] @ Ws[p][:, q * K:(q + 1) * K] for p in range(len(gates)) for q in range(4))
+    scores = scores + np.ones((N, 1)) @ cp.reshape(intercept, (1, K), order="C")
+    objective = (cp.sum(cp.log_sum_exp(scores, axis=1)) - cp.sum(cp.multiply(np.eye(K)[y], scores))) / N
+    problem = cp.Problem(cp.Minimize(objective + lam * sum(cp.normNuc(w) for w in Ws)))
+    problem.solve(solver="CLARABEL")
+    assert cert.primal == pytest.approx(problem.value, rel=2e-6)
+    assert cert.dual <= problem.value * (1 + 1e-7)
