@@ -218,6 +218,9 @@ class PooledConvProgram(ConvexProgram):
         for ``W_p = B_p M_p`` (``lifted``): the same scores and, B_p orthonormal, the same nuclear
         norms, so its optimum is the program's optimum over those spans."""
         P, n, _ = self.F.shape
+        if basis.ndim != 3 or tuple(basis.shape[:2]) != (P, self.D) or not 0 < basis.shape[2] <= self.D:
+            raise ValueError(f"basis must be (P, D, k) = ({P}, {self.D}, k) with 0 < k <= {self.D}, "
+                             f"got {tuple(basis.shape)}.")
         features = torch.bmm(self.F.view(P, n * QUADRANTS, self.D), basis.to(self.F.dtype))
         return PooledConvProgram(features.view(P, n, -1), self.Y, self.loss, self.penalty, self.fit_intercept)
 

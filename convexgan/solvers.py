@@ -40,7 +40,8 @@ import torch
 from scipy.optimize import nnls
 
 from .distributed import all_reduce_sum, computed_on_first_rank
-from .recovery import NEURON_RTOL
+from .penalties import NuclearNorm
+from .recovery import threshold
 
 log = logging.getLogger(__name__)
 
@@ -486,6 +487,9 @@ def solve_gated_subspace(program, W, b, tol, max_iter, check_every=10, history=N
     iterations and those of each round (at most ``SUBSPACE_ROUNDS`` rounds); ``n_iter`` counts
     both kinds. ``history`` receives the whole program's certificates (iterations of both kinds).
     """
+    if not hasattr(program, "restricted") or not isinstance(program.penalty, NuclearNorm):
+        raise ValueError(f"solve_gated_subspace solves PooledConvProgram's nuclear-norm programs, got a "
+                         f"{type(program).__name__} with {type(program.penalty).__name__}: use solve_gated.")
     warm_iter = SUBSPACE_WARM if warm_iter is None else warm_iter
     start, prox = time.perf_counter(), program.penalty.prox
     curvature = program.lipschitz_data() * LIPSCHITZ[type(program.loss).__name__] / program.n
@@ -530,11 +534,11 @@ def _certificate_and_gradient(program, W, b):
 
 def _subspace_basis(W, G):
     """Per group, k orthonormal directions (P, d, k) in float64: the range of W_g (its singular
-    vectors above ``NEURON_RTOL`` eps of the largest W_g's), then the top left singular vectors of
+    vectors that count as neurons, ``recovery.threshold``), then the top left singular vectors of
     G_g; k = twice the largest rank plus ``SUBSPACE_SLACK``, at most d."""
     Wg, Gg = W.transpose(0, 1).double(), G.transpose(0, 1).double()
     U, s, _ = torch.linalg.svd(Wg, full_matrices=False)
-    ranks = (s > NEURON_RTOL * torch.finfo(W.dtype).eps * s.max().clamp_min(1e-300)).sum(1)
+    ranks = (s > threshold(s, W.dtype)).sum(1)
     d = Wg.shape[1]
     k = min(d, 2 * int(ranks.max()) + SUBSPACE_SLACK)
     UG = torch.linalg.svd(Gg, full_matrices=False)[0]

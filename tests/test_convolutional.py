@@ -26,6 +26,21 @@ def brute_force_features(x, gates):
     return out
 
 
+def cvxpy_optimum(features, y, lam):
+    """The block's optimum by CVXPY: features (P, N, 4, D) as numbers, y (N,) labels in range(K)."""
+    P, N, _, D = features.shape
+    Y = np.eye(int(y.max()) + 1)[y]
+    K = Y.shape[1]
+    Ws = [cp.Variable((D, 4 * K)) for _ in range(P)]
+    intercept = cp.Variable(K)
+    scores = sum(features[p, :, q, :] @ Ws[p][:, q * K:(q + 1) * K] for p in range(P) for q in range(4))
+    scores = scores + np.ones((N, 1)) @ cp.reshape(intercept, (1, K), order="C")
+    objective = (cp.sum(cp.log_sum_exp(scores, axis=1)) - cp.sum(cp.multiply(Y, scores))) / N
+    problem = cp.Problem(cp.Minimize(objective + lam * sum(cp.normNuc(w) for w in Ws)))
+    problem.solve(solver="CLARABEL")
+    return problem.value
+
+
 @pytest.mark.parametrize("seed,whitened", [(0, False), (1, False), (2, False), (3, True), (4, True)])
 def test_block_matches_cvxpy_and_its_recovered_network(seed, whitened):
     rng = np.random.default_rng(seed)
@@ -46,15 +61,9 @@ def test_block_matches_cvxpy_and_its_recovered_network(seed, whitened):
     W, b = program.zeros()
     W, b, cert, _ = solvers.solve_gated(program, W, b, 1e-8, 100000)
 
-    Ws = [cp.Variable((9 * C, 4 * K)) for _ in gates]
-    intercept = cp.Variable(K)
-    scores = sum(brute[p, :, q, :] @ Ws[p][:, q * K:(q + 1) * K] for p in range(len(gates)) for q in range(4))
-    scores = scores + np.ones((N, 1)) @ cp.reshape(intercept, (1, K), order="C")
-    objective = (cp.sum(cp.log_sum_exp(scores, axis=1)) - cp.sum(cp.multiply(np.eye(K)[y], scores))) / N
-    problem = cp.Problem(cp.Minimize(objective + lam * sum(cp.normNuc(w) for w in Ws)))
-    problem.solve(solver="CLARABEL")
-    assert cert.primal == pytest.approx(problem.value, rel=1e-5)
-    assert cert.dual <= problem.value * (1 + 1e-7)
+    optimum = cvxpy_optimum(brute, y, lam)
+    assert cert.primal == pytest.approx(optimum, rel=1e-5)
+    assert cert.dual <= optimum * (1 + 1e-7)
 
     block, head, _ = recover_block(W, gates, C, A, precision=torch.float64)
     linear = nn.Linear(head.shape[1], K).double()
@@ -171,12 +180,21 @@ def test_subspace_solver_reaches_the_cvxpy_optimum(dtype):
     assert n_iter > 20 and len(history) > 2  # the rounds ran beyond the warm start
 
     brute = features.numpy().reshape(len(gates), N, 4, -1)
-    Ws = [cp.Variable((9 * C, 4 * K)) for _ in gates]
-    intercept = cp.Variable(K)
-    scores = sum(brute[p, :, q, :] @ Ws[p][:, q * K:(q + 1) * K] for p in range(len(gates)) for q in range(4))
-    scores = scores + np.ones((N, 1)) @ cp.reshape(intercept, (1, K), order="C")
-    objective = (cp.sum(cp.log_sum_exp(scores, axis=1)) - cp.sum(cp.multiply(np.eye(K)[y], scores))) / N
-    problem = cp.Problem(cp.Minimize(objective + lam * sum(cp.normNuc(w) for w in Ws)))
-    problem.solve(solver="CLARABEL")
-    assert cert.primal == pytest.approx(problem.value, rel=2e-6)
-    assert cert.dual <= problem.value * (1 + 1e-7)
+    optimum = cvxpy_optimum(brute, y, lam)
+    assert cert.primal == pytest.approx(optimum, rel=2e-6)
+    assert cert.dual <= optimum * (1 + 1e-7)
+
+
+def test_subspace_solver_and_restriction_reject_what_they_cannot_solve():
+    rng = np.random.default_rng(9)
+    features = torch.tensor(rng.standard_normal((2, 5, 4 * 3)))
+    Y = torch.tensor(np.eye(2)[rng.integers(0, 2, 5)])
+    program = PooledConvProgram(features, Y, losses.CrossEntropyLoss(), NuclearNorm(0.1))
+    with pytest.raises(ValueError, match=r"basis must be \(P, D, k\) = \(2, 3, k\)"):
+        program.restricted(torch.zeros(2, 4, 1))
+    with pytest.raises(ValueError, match="0 < k <= 3"):
+        program.restricted(torch.zeros(2, 3, 0))
+    gated = solvers.ConvexProgram(torch.ones(5, 3).double(), torch.ones(5, 2, dtype=torch.bool), torch.ones(2).double(),
+                                  Y, losses.CrossEntropyLoss(), NuclearNorm(0.1), True, False)
+    with pytest.raises(ValueError, match="use solve_gated"):
+        solvers.solve_gated_subspace(gated, *gated.zeros(), 1e-3, 10)
