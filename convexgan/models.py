@@ -66,6 +66,15 @@ class _Prepared:
     solver: str
 
 
+def _lifted(basis, W):
+    """W (r, G, c) in the singular basis (d, r) mapped back to the input space: (d, G, c). Only
+    the nonzero groups are multiplied (a path's early solutions have few)."""
+    lifted = W.new_zeros(basis.shape[0], *W.shape[1:])
+    groups = (W != 0).any(0).any(1)
+    lifted[:, groups] = (basis @ W[:, groups].reshape(W.shape[0], -1)).reshape(basis.shape[0], -1, W.shape[2])
+    return lifted
+
+
 class _ConvexTwoLayer(BaseEstimator):
     def __init__(self, lam=1e-3, n_patterns=100, gates=None, activation="relu", tol=1e-6,
                  max_iter=10000, device="cpu", seed=0, fit_intercept=True, dtype="float64",
@@ -201,7 +210,7 @@ class _ConvexTwoLayer(BaseEstimator):
                                                      metric=prepared.metric)
         solution = (W, b)
         if prepared.basis is not None:  # back to the input space, in float64
-            W = torch.einsum("dr,rgc->dgc", prepared.basis, W.double())
+            W = _lifted(prepared.basis, W.double())
         self.fitted_params_ = self.get_params()
         self.solver_ = prepared.solver
         self.history_ = np.array(history).reshape(-1, 4)

@@ -33,7 +33,9 @@ output k has its own Newton system, solved in the smaller of two spaces:
 
 - n-space: with K = X X^T and the masks M of the active groups,
   ``sum_g A_g J_g A_g^T = K o (M diag(a) M^T) + B diag(1 - a) B^T``, B = [D_g X u_g]: one n x n
-  Cholesky factorization whatever d and P are (Wave-2 notes, DESIGN.md section 5);
+  Cholesky factorization whatever d and P are (Wave-2 notes, DESIGN.md section 5), formed and
+  factorized in float32 and refined with float64 residuals (``_refined_solve``; in float64 where
+  H is too ill-conditioned for that);
 - active-group space (squared loss, whose conjugate has the constant Hessian n I): by
   Sherman-Morrison-Woodbury with C = A_J J^{1/2}, ``H^{-1} r = (r - C S^{-1} C^T r) / n`` and
   ``S = (n / sigma) I + J^{1/2} A_J^T A_J J^{1/2}``, of the size d |J| (+1) of the active groups,
@@ -111,13 +113,19 @@ class _NewtonSystems:
     def __init__(self, program):
         self.program = program
         self.n = program.n
-        self._K = self._gram = self._ones_adjoint = None
+        self._K = self._K32 = self._gram = self._ones_adjoint = None
 
     @property
     def K(self):
         if self._K is None:
             self._K = self.program.X @ self.program.X.T
         return self._K
+
+    @property
+    def K32(self):
+        if self._K32 is None:
+            self._K32 = self.K.float()
+        return self._K32
 
     @property
     def ones_adjoint(self):
@@ -157,17 +165,33 @@ class _NewtonSystems:
         return out
 
     def _n_space(self, state, sigma, hessian, active, k):
+        """The n-space system of output k. For the squared loss, formed and factorized in float32
+        (half the time of float64) and refined with float64 residuals (``_refined_solve``): its
+        conjugate's Hessian n I keeps H's condition number near ``sigma ||A J A^T|| / n``. Else,
+        or where the refinement does not converge, formed and factorized in float64 (the logistic
+        conjugate's Hessian grows without bound at its domain's edge; there H rounded to float32
+        cost Newton steps: 351-397 against 306 on the logistic path of BENCHMARKS.md)."""
+        rhs = state.grad[:, k:k + 1]
+        x = None
+        if isinstance(self.program.loss, SquaredLoss):
+            x = _refined_solve(self._n_space_matrix(state, sigma, hessian, active, k, torch.float32), rhs)
+        if x is None:
+            x = _spd_solve(self._n_space_matrix(state, sigma, hessian, active, k, torch.float64), rhs)
+        return x[:, 0]
+
+    def _n_space_matrix(self, state, sigma, hessian, active, k, dtype):
         p = self.program
         a = state.scale[active, k]
-        masks = p.mask_weights[:, active]
-        H = self.K * ((masks * a) @ masks.T)
-        B = masks * (state.XW[:, active, k] / (a * state.norms[active, k]))  # D_g X u_g, as X W+_g = a_g ||V_g|| X u_g
+        u_images = state.XW[:, active, k] / (a * state.norms[active, k])  # X u_g, as X W+_g = a_g ||V_g|| X u_g
+        a, masks = a.to(dtype), p.mask_weights[:, active].to(dtype)
+        H = (self.K32 if dtype == torch.float32 else self.K) * ((masks * a) @ masks.T)
+        B = masks * u_images.to(dtype)  # D_g X u_g
         H += (B * (1 - a)) @ B.T
         if p.fit_intercept:
             H += 1.0
         H *= sigma
-        H.diagonal().add_(hessian)
-        return _spd_solve(H, state.grad[:, k:k + 1])[:, 0]
+        H.diagonal().add_(hessian.to(dtype))
+        return H
 
     def _group_space(self, state, sigma, active):
         """``H^{-1} grad`` for all outputs by Sherman-Morrison-Woodbury (squared loss: H = n I + ...);
@@ -237,39 +261,95 @@ class _RootJacobian:
         return out.baddbmm_(UC @ inner, UC.transpose(1, 2))              # U C U^T S U C U^T
 
 
+def _refined_solve(H, rhs, steps=4):
+    """Solve H x = rhs (float64 x) for a symmetric positive definite float32 H (n, n) and a float64
+    rhs (n, r): Cholesky in float32, then iterative refinement with float64 residuals. Each step
+    shrinks the residual by about cond(H) eps(float32); where ``steps`` steps do not bring it below
+    1e-10 ||rhs|| (cond(H) above about 1e5, where H's rounding to float32 also moves the solution
+    too far), or where float32 overflowed, returns None."""
+    if not bool(torch.isfinite(H).all()):
+        return None
+    H64 = H.double()
+    L = _cholesky(H)
+    x = _triangular_solves(L, rhs.float()).double()
+    for _ in range(steps):
+        residual = rhs - H64 @ x
+        if float(residual.norm()) <= 1e-10 * float(rhs.norm()):
+            return x
+        x += _triangular_solves(L, residual.float()).double()
+    return None
+
+
 def _spd_solve(H, rhs):
     """Solve H x = rhs for symmetric positive definite H (..., D, D), rhs (..., D, r) (Cholesky,
     with a tiny shift where rounding made H indefinite)."""
+    return _triangular_solves(_cholesky(H), rhs)
+
+
+def _cholesky(H):
+    """The Cholesky factor of H (..., D, D), with a tiny shift where rounding made H indefinite."""
     L, info = torch.linalg.cholesky_ex(H)
-    shift = 1e-14 * H.diagonal(dim1=-2, dim2=-1).abs().amax(-1, keepdim=True)
+    shift = 50 * torch.finfo(H.dtype).eps * H.diagonal(dim1=-2, dim2=-1).abs().amax(-1, keepdim=True)
     while bool((info != 0).any()):
         H.diagonal(dim1=-2, dim2=-1).add_(torch.where((info != 0)[..., None], shift, 0))
         L, info = torch.linalg.cholesky_ex(H)
         shift *= 100
-    # two triangular solves: several times faster than cholesky_solve for batches on the CPU
+    return L
+
+
+def _triangular_solves(L, rhs):
+    """x with L L^T x = rhs: two triangular solves, several times faster than cholesky_solve for
+    batches on the CPU."""
     return torch.linalg.solve_triangular(L.mT, torch.linalg.solve_triangular(L, rhs, upper=False), upper=True)
 
 
 @dataclass
 class _Products:
     """The products of a dual point xi (n, c) with the data, all linear in xi: ``A^T xi`` (d, G, c),
-    ``1^T xi`` (c,) and, for d >= ``TRACKED_IMAGE_DEPTH``, ``X A^T xi`` (n, G, c) (else None). Along
-    a Newton direction they are combinations of the direction's products: a line search needs no
-    product with the data. (For small d the product X W+ costs less than the passes over (n, G, c)
-    arrays that combining the images takes: 13 s against 21 s for the 16-pixel face fit.)"""
+    ``1^T xi`` (c,) and, for d >= ``TRACKED_IMAGE_DEPTH``, ``X A^T xi`` (n, G, c) (else None), whose
+    columns are computed when a group first needs them (``image_on``: the groups the prox sets to
+    zero never do) and valid where ``known`` (G,). Along a Newton direction they are combinations
+    of the direction's products: a line search needs no product with the data. (For small d the
+    product X W+ costs less than the passes over (n, G, c) arrays that combining the images takes:
+    13 s against 21 s for the 16-pixel face fit.)"""
     adjoint: torch.Tensor
     total: torch.Tensor
     image: torch.Tensor = None
+    known: torch.Tensor = None
 
     @classmethod
     def of(cls, program, xi):
         adjoint, total = program.adjoint(program.loss_image_grad(xi), xi.sum(0))
-        return cls(adjoint, total, program.image(adjoint) if program.shape[0] >= TRACKED_IMAGE_DEPTH else None)
+        if program.shape[0] < TRACKED_IMAGE_DEPTH:
+            return cls(adjoint, total)
+        G = program.shape[1]
+        return cls(adjoint, total, adjoint.new_zeros(program.X.shape[0], G, program.shape[2]),
+                   torch.zeros(G, dtype=torch.bool, device=adjoint.device))
+
+    def image_on(self, program, groups):
+        """``X A^T xi`` (n, G, c), computed on the groups (G,) bool that lack it; the other
+        unknown groups' columns hold finite values of no meaning."""
+        missing = groups & ~self.known
+        if bool(missing.any()):
+            self.image[:, missing] = program.image(self.adjoint, missing)[:, missing]
+            self.known = self.known | missing
+        return self.image
+
+    def scaled(self, factor):
+        """The products of ``factor * xi``."""
+        image = None if self.image is None else factor * self.image
+        return _Products(factor * self.adjoint, factor * self.total, image, self.known)
+
+    def plus(self, other):
+        """The products of the sum of the two dual points."""
+        if self.image is None:
+            return _Products(self.adjoint + other.adjoint, self.total + other.total)
+        return _Products(self.adjoint + other.adjoint, self.total + other.total, self.image + other.image,
+                         self.known & other.known)
 
     def step(self, step, direction):
         """The products of ``xi + step * direction`` (this xi's and the direction's products)."""
-        image = None if self.image is None else self.image + step * direction.image
-        return _Products(self.adjoint + step * direction.adjoint, self.total + step * direction.total, image)
+        return self.plus(direction.scaled(step))
 
 
 def _psi(program, xi, W, XW, b, sigma, products):
@@ -284,7 +364,7 @@ def _psi(program, xi, W, XW, b, sigma, products):
     if products.image is None:
         XW_plus = p.image(W_plus, (scale > 0).any(1))  # the groups set to zero need no product
     else:
-        XW_plus = (XW - sigma * products.image) * scale
+        XW_plus = (XW - sigma * products.image_on(p, (scale > 0).any(1))) * scale
     b_plus = b - sigma * products.total if p.fit_intercept else b  # without an intercept b is zero
     value = p.loss.conjugate(xi, p.Y) + (W_plus.square().sum() + b_plus.square().sum()) / (2 * sigma)
     fit = p.predict(XW_plus, 0)
@@ -314,7 +394,8 @@ def solve_ssnal(program, W, b, tol, max_iter, history=None, dual=None):
         ``WARM_SIGMA`` times the cold one; where that start is certified to ``NEAR_GAP`` (the
         active set barely changes), with a tenth of the last solve's sigma instead, at most
         ``WARM_SIGMA_MAX`` times the cold one: a large first step then certifies in two or three
-        Newton steps. The solve leaves its best dual iterate and its sigma in it.
+        Newton steps. The solve leaves its best dual iterate, its products with the data (which
+        scale with it) and its sigma in it.
 
     Returns
     -------
@@ -336,17 +417,17 @@ def solve_ssnal(program, W, b, tol, max_iter, history=None, dual=None):
     if systems is None or systems.program is not p:  # kept for the next solve (a path) of this program
         systems = p._newton_systems = _NewtonSystems(p)
     W, b = W.double(), b.double()
-    XW = p.image(W)
+    XW = p.image(W, (W != 0).any(0).any(1))
     b = p.intercept(XW, b)
     xi = loss.grad(p.predict(XW, b), Y)  # the gradient: scaled, the start's dual point
     # the primal proximal term 1/(2 sigma) ||W - W_k||^2 starts SIGMA_START times flatter than
     # the data term's largest curvature
     sigma_start = SIGMA_START * p.n / (p.lipschitz_data() * LIPSCHITZ[type(loss).__name__])
     start, n_newton = time.perf_counter(), 0
-    scaled = dual["xi"] * (p.penalty.lam / dual["lam"]) if dual and dual["xi"].shape == xi.shape else None
-    warm = scaled is not None and bool(loss.in_conjugate_domain(scaled, Y))
-    xi = scaled if warm else xi
-    products = _Products.of(p, xi)
+    factor = p.penalty.lam / dual["lam"] if dual and dual["xi"].shape == xi.shape else None
+    warm = factor is not None and bool(loss.in_conjugate_domain(factor * dual["xi"], Y))
+    # the products are linear in xi: the carried ones, scaled, cost no product with the data
+    xi, products = (factor * dual["xi"], dual["products"].scaled(factor)) if warm else (xi, _Products.of(p, xi))
     cert = _best_dual(p, systems, Certificate(p.objective(W, p.predict(XW, b)), -math.inf, math.inf), xi,
                       products.adjoint)
     if warm:  # near the optimum a large first step certifies in a few Newton steps; farther, it overshoots
@@ -371,13 +452,18 @@ def solve_ssnal(program, W, b, tol, max_iter, history=None, dual=None):
             cert, W, b, XW, xi, products = best
         else:
             sigma = min(sigma * SIGMA_GROWTH, sigma_cap)
-    _, W, b, _, xi, _ = best
+    _, W, b, _, xi, products = best
     if dual is not None:
-        dual.update(xi=xi, lam=p.penalty.lam, sigma=best_sigma)
-    # the products of the iterates were updated along the Newton steps: certify with fresh ones
+        dual.update(xi=xi, lam=p.penalty.lam, sigma=best_sigma, products=products)
+    # the products of the iterates were updated along the Newton steps: certify with fresh ones,
+    # with the scaled gradient's dual point too where xi's alone does not reach tol
     XW = p.image(W, (W != 0).any(0).any(1))
     b = p.intercept(XW, b)
-    return W, b, _best_dual(p, systems, p.certificate(W, b, XW), xi, p.adjoint(p.loss_image_grad(xi))), n_newton
+    adjoint = p.adjoint(p.loss_image_grad(xi))
+    cert = _best_dual(p, systems, Certificate(p.objective(W, p.predict(XW, b)), -math.inf, math.inf), xi, adjoint)
+    if not cert.gap <= tol:
+        cert = _best_dual(p, systems, p.certificate(W, b, XW), xi, adjoint)
+    return W, b, cert, n_newton
 
 
 def _best_dual(p, systems, cert, xi, adjoint):
@@ -437,6 +523,8 @@ def _line_search(program, state, direction, W, XW, b, sigma):
     if not slope < 0:
         return state, False
     along, step = _Products.of(program, direction), 1.0
+    if along.image is not None:  # the images of the groups xi's products know: those of its trials
+        along.image_on(program, state.products.known)
     while step > 1e-12:
         xi = state.xi + step * direction
         if program.loss.in_conjugate_domain(xi, program.Y):

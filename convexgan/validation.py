@@ -77,7 +77,8 @@ def as_images(X, name="X"):
     Anything else raises ValueError naming the layout it needs; a float batch that looks
     channel-last (N, H, W, C) is refused rather than read with C = W.
     """
-    X = X if isinstance(X, torch.Tensor) else torch.from_numpy(_numeric(X, name))
+    # contiguous: from_numpy refuses views with negative strides, such as mirror images X[:, :, ::-1]
+    X = X if isinstance(X, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(_numeric(X, name)))
     pixels = X.dtype == torch.uint8
     if pixels:
         if X.ndim != 4 or X.shape[3] not in (1, 3, 4):

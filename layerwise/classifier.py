@@ -7,7 +7,8 @@ an auxiliary head (2 x 2 average pooling and a linear layer) by solving the conv
 ``PooledConvProgram`` over ``n_patterns[k]`` sampled convolutional gates. The block is frozen,
 its ``widths[k]`` strongest neurons (largest singular values) feed the next stage, after 2 x 2
 average pooling where ``downsample[k]``. The last stage keeps all its neurons and its head is the
-classifier. ``to_torch()`` gives the stack as an ordinary ``nn.Sequential``.
+classifier. ``to_torch()`` gives the stack as an ordinary ``nn.Sequential`` (inside a
+``MirrorAverage`` with ``mirror_tta``: the mean scores of each image and its mirror image).
 
 With ``distributed=True`` under a ``torch.distributed`` process group (``torchrun``), every rank
 fits on its own images and all get the classifier of all of them: the statistics (channel
@@ -63,6 +64,18 @@ class Standardize(nn.Module):
         return (x - self.mean) / self.std
 
 
+class MirrorAverage(nn.Module):
+    """Test-time augmentation: the mean of ``network``'s outputs for images (N, C, H, W) and for
+    their left-right mirror images."""
+
+    def __init__(self, network):
+        super().__init__()
+        self.network = network
+
+    def forward(self, x):
+        return (self.network(x) + self.network(x.flip(-1))) / 2
+
+
 class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
     """VGG-style classifier trained block by block, each block a certified convex program.
 
@@ -94,12 +107,18 @@ class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
     distributed : bool
         Under a ``torch.distributed`` process group, ``fit`` on every rank with its own images
         (and test images) trains on all of them; see the module's docstring.
+    mirror_tta : bool
+        Score each image by the mean of the class scores of it and of its left-right mirror image
+        (test-time augmentation; training is unchanged). For natural images, whose classes a
+        mirror keeps: CIFAR-10 blocks 32, 64 gain 1.85 points on 2,000 held-out training images
+        (BENCHMARKS.md); digits and text do not keep their class.
 
     Attributes
     ----------
     classes_ : array (K,)
-    network_ : torch.nn.Sequential
-        The stack (float32), images (N, C, H, W) in [0, 1] to (N, K) class scores.
+    network_ : torch.nn.Sequential or MirrorAverage
+        The stack (float32), images (N, C, H, W) in [0, 1] to (N, K) class scores (with
+        ``mirror_tta``, inside a ``MirrorAverage``).
     stages_ : list of dict
         Per stage: seconds, neurons, kept, train (and test) accuracy, certificate.
     n_iter_ : array (stages,)
@@ -113,7 +132,7 @@ class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
     """
 
     def __init__(self, widths=(64, 64), n_patterns=None, downsample=None, lam=1e-2, tol=1e-3, max_iter=2000,
-                 whiten_eps=1e-3, seed=0, device="cpu", dtype="float32", distributed=False):
+                 whiten_eps=1e-3, seed=0, device="cpu", dtype="float32", distributed=False, mirror_tta=False):
         self.widths = widths
         self.n_patterns = n_patterns
         self.downsample = downsample
@@ -125,6 +144,7 @@ class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
         self.device = device
         self.dtype = dtype
         self.distributed = distributed
+        self.mirror_tta = mirror_tta
 
     def _config(self):
         widths = [check_positive_int(w, "widths") for w in self.widths]
@@ -179,9 +199,9 @@ class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
             record = {"stage": k + 1, "neurons": int(block.weight.shape[0]), "kept": int(kept),
                       "certificate": {"primal": cert.primal, "dual": cert.dual, "gap": cert.gap},
                       "iterations": n_iter,
-                      "train_accuracy": self._accuracy(nn.Sequential(*layers, stage_net), x, y, shard)}
+                      "train_accuracy": self._accuracy(self._scorer(layers + [stage_net]), x, y, shard)}
             if x_test is not None:
-                record["test_accuracy"] = self._accuracy(nn.Sequential(*layers, stage_net), x_test, y_test,
+                record["test_accuracy"] = self._accuracy(self._scorer(layers + [stage_net]), x_test, y_test,
                                                          test_shard)
             if last:
                 layers += list(stage_net)
@@ -201,7 +221,7 @@ class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
                         self._save(checkpoint, layers, fingerprint)
             if on_stage is not None and shard.first:
                 on_stage(record)
-        self.network_ = nn.Sequential(*layers).float().eval().requires_grad_(False)
+        self.network_ = self._scorer(layers).float().eval().requires_grad_(False)
         self.n_iter_ = np.array([record["iterations"] for record in self.stages_])
         return self
 
@@ -225,6 +245,11 @@ class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
         block, head, _ = recover_block(W.double().cpu(), gates.double(), inputs.shape[1],
                                        None if whitening is None else whitening.double(), precision=dtype)
         return block.float(), head.float(), b.float().cpu(), cert, n_iter
+
+    def _scorer(self, layers):
+        """The network of ``layers`` that scores images: their stack, mirror-averaged with ``mirror_tta``."""
+        stack = nn.Sequential(*layers)
+        return MirrorAverage(stack) if self.mirror_tta else stack
 
     @staticmethod
     @torch.no_grad()
@@ -305,7 +330,7 @@ class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
 
     def to_torch(self):
         """The trained stack as an ordinary ``nn.Sequential`` (float32) mapping (N, C, H, W) images
-        in [0, 1] to (N, K) class scores."""
+        in [0, 1] to (N, K) class scores (with ``mirror_tta``, inside a ``MirrorAverage``)."""
         check_is_fitted(self)
         return copy.deepcopy(self.network_)
 

@@ -11,7 +11,8 @@ Trains ours (train_layerwise.py's options), then, with --budget-factor times our
 The SGD blocks have --widths channels; our last block keeps every neuron its convex program
 chose (the count is printed), so it is wider than theirs.
 Prints test accuracy against wall time for all three (evaluation time is not charged) and the
-ratios; --metrics-out writes the same as JSON.
+ratios; --metrics-out writes the same as JSON. With --mirror-tta (the default for cifar10) all
+three score every test image with its mirror image too.
 """
 import logging
 import sys
@@ -24,15 +25,16 @@ from torch import nn
 from convexgan.cli import common
 from convexgan.data import labelled_images
 from convexgan.validation import as_images
-from layerwise.classifier import LayerwiseConvexClassifier, Standardize
+from layerwise.classifier import LayerwiseConvexClassifier, MirrorAverage, Standardize
 
 log = logging.getLogger("bench_layerwise")
 
 
 @torch.no_grad()
-def accuracy(network, x, y, batch=500):
+def accuracy(network, x, y, batch=500, mirror_tta=False):
     network.eval()
-    scores = torch.cat([network(chunk) for chunk in x.split(batch)])
+    scorer = MirrorAverage(network) if mirror_tta else network
+    scores = torch.cat([scorer(chunk) for chunk in x.split(batch)])
     network.train()
     return float((scores.argmax(1) == y).float().mean())
 
@@ -57,7 +59,7 @@ def train_for(network, params, x, y, seconds, evaluate, batch=128, lr=1e-3, seed
     return curve
 
 
-def greedy_sgd(x, y, x_test, y_test, widths, downsample, stage_seconds, hidden, seed):
+def greedy_sgd(x, y, x_test, y_test, widths, downsample, stage_seconds, hidden, seed, mirror_tta=False):
     """Belilovsky et al.'s greedy training of the blocks; per stage (seconds, test accuracy)."""
     torch.manual_seed(seed)
     frozen, inputs, records, total = [], x, [], 0.0
@@ -68,12 +70,12 @@ def greedy_sgd(x, y, x_test, y_test, widths, downsample, stage_seconds, hidden, 
                              nn.Linear(hidden, int(y.max()) + 1))
         stage = nn.Sequential(block, head)
         network = nn.Sequential(*frozen, stage)
-        evaluate = lambda: accuracy(network, x_test, y_test)  # noqa: E731
+        evaluate = lambda: accuracy(network, x_test, y_test, mirror_tta=mirror_tta)  # noqa: E731
         curve = train_for(stage, list(block[1:].parameters()) + list(head.parameters()), inputs, y, seconds,
                           evaluate, seed=seed + k)
         total += curve[-1][0]
         records.append({"stage": k + 1, "seconds": total, "test_accuracy": curve[-1][1],
-                        "train_accuracy": accuracy(network, x, y)})
+                        "train_accuracy": accuracy(network, x, y, mirror_tta=mirror_tta)})
         log.info("greedy SGD stage %d: %.1f s, test %.4f", k + 1, total, curve[-1][1])
         block.requires_grad_(False)
         added = [block] + ([nn.AvgPool2d(2)] if downsample and k < len(widths) - 1 else [])
@@ -83,7 +85,7 @@ def greedy_sgd(x, y, x_test, y_test, widths, downsample, stage_seconds, hidden, 
     return records
 
 
-def end_to_end_sgd(x, y, x_test, y_test, widths, seconds, seed):
+def end_to_end_sgd(x, y, x_test, y_test, widths, seconds, seed, mirror_tta=False):
     """The same stack trained jointly; its (seconds, test accuracy) curve."""
     torch.manual_seed(seed)
     layers, channels = [Standardize.fitted(x)], x.shape[1]
@@ -93,8 +95,8 @@ def end_to_end_sgd(x, y, x_test, y_test, widths, seconds, seed):
         channels = width
     network = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(4 * channels, int(y.max()) + 1))
     curve = train_for(network, [p for p in network.parameters() if p.requires_grad], x, y, seconds,
-                      lambda: accuracy(network, x_test, y_test), seed=seed)
-    return curve, accuracy(network, x, y)
+                      lambda: accuracy(network, x_test, y_test, mirror_tta=mirror_tta), seed=seed)
+    return curve, accuracy(network, x, y, mirror_tta=mirror_tta)
 
 
 def build_parser():
@@ -111,6 +113,7 @@ def build_parser():
     parser.add_argument("--hidden", type=int, default=256, help="greedy SGD: auxiliary head's hidden width")
     parser.add_argument("--budget-factor", type=float, default=1.0, help="SGD time as a multiple of ours")
     parser.add_argument("--seed", type=int, default=0)
+    common.add_mirror_tta(parser)
     parser.add_argument("--metrics-out", default=None, help="also write the figures to this JSON file")
     return parser
 
@@ -122,17 +125,20 @@ def bench(args):
                            args.seed, args.size)
     x, x_test = as_images(data.X_train), as_images(data.X_test)
     y, y_test = torch.as_tensor(data.y_train), torch.as_tensor(data.y_test)
-    log.info("%s: %d train / %d test images of %s; blocks %s; %d threads", args.dataset, len(x), len(x_test),
-             "x".join(map(str, data.X_train.shape[1:])), args.widths, torch.get_num_threads())
+    tta = common.mirror_tta(args)
+    log.info("%s: %d train / %d test images of %s; blocks %s; mirror TTA %s; %d threads", args.dataset, len(x),
+             len(x_test), "x".join(map(str, data.X_train.shape[1:])), args.widths, "on" if tta else "off",
+             torch.get_num_threads())
 
-    ours = LayerwiseConvexClassifier(widths=args.widths, lam=args.lam, max_iter=args.max_iter, seed=args.seed)
+    ours = LayerwiseConvexClassifier(widths=args.widths, lam=args.lam, max_iter=args.max_iter, seed=args.seed,
+                                     mirror_tta=tta)
     ours.fit(data.X_train, data.y_train, data.X_test, data.y_test)
     convex = [{"stage": s["stage"], "seconds": float(np.sum([r["seconds"] for r in ours.stages_[:i + 1]])),
                "train_accuracy": s["train_accuracy"], "test_accuracy": s["test_accuracy"],
                "gap": s["certificate"]["gap"]} for i, s in enumerate(ours.stages_)]
     budget = [s["seconds"] * args.budget_factor for s in ours.stages_]
-    greedy = greedy_sgd(x, y, x_test, y_test, args.widths, True, budget, args.hidden, args.seed)
-    curve, e2e_train = end_to_end_sgd(x, y, x_test, y_test, args.widths, sum(budget), args.seed)
+    greedy = greedy_sgd(x, y, x_test, y_test, args.widths, True, budget, args.hidden, args.seed, tta)
+    curve, e2e_train = end_to_end_sgd(x, y, x_test, y_test, args.widths, sum(budget), args.seed, tta)
 
     print(f"\n{'method':<22s} {'stage':>5s} {'seconds':>8s} {'train':>7s} {'test':>7s}")
     print(f"(our last block has {ours.stages_[-1]['neurons']} neurons; the SGD stacks' last block {args.widths[-1]})")

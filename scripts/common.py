@@ -1,8 +1,9 @@
 """What every command line shares: one argument vocabulary, logging, and one way to fail.
 
 Vocabulary: ``--data-root DIR``, ``--n-patterns``, ``--lam``, ``--tol``, ``--max-iter``, ``--seed``,
-``--device auto|cpu|cuda``, ``--checkpoint FILE``, ``--out FILE`` (a file), ``--out-dir DIR`` (a
-folder of outputs), ``--metrics-out FILE`` (figures as JSON).
+``--device auto|cpu|cuda``, ``--mirror-tta`` / ``--no-mirror-tta``, ``--checkpoint FILE``,
+``--out FILE`` (a file), ``--out-dir DIR`` (a folder of outputs), ``--metrics-out FILE`` (figures as
+JSON).
 """
 import argparse
 import json
@@ -44,6 +45,17 @@ def device(name):
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda, but torch sees no GPU: use --device cpu (or auto).")
     return name
+
+
+def add_mirror_tta(parser):
+    parser.add_argument("--mirror-tta", action=argparse.BooleanOptionalAction, default=None,
+                        help="score every test image with its mirror image too (default: on for cifar10, "
+                             "whose classes a mirror keeps; off for digits and folders)")
+
+
+def mirror_tta(args):
+    """--mirror-tta, by default on for the natural images of cifar10 only."""
+    return args.dataset == "cifar10" if args.mirror_tta is None else args.mirror_tta
 
 
 @contextmanager

@@ -44,6 +44,7 @@ def build_parser():
     parser.add_argument("--test-limit-per-class", type=int, default=None)
     parser.add_argument("--augment", choices=["none", "flip"], default="none",
                         help="flip: add the mirror image of every training image")
+    common.add_mirror_tta(parser)
     common.add_device(parser)
     parser.add_argument("--checkpoint", default=None, help="default: checkpoints/layerwise_<dataset>.pt")
     parser.add_argument("--metrics-out", default=None, help="JSON file for the per-stage table")
@@ -67,7 +68,8 @@ def _train(args, rank, world):
         X_train, y_train = np.concatenate([X_train, X_train[:, :, ::-1]]), np.concatenate([y_train, y_train])
     model = LayerwiseConvexClassifier(widths=widths, n_patterns=args.n_patterns, lam=args.lam, tol=args.tol,
                                       whiten_eps=args.whiten_eps or None,
-                                      max_iter=args.max_iter, seed=args.seed, device=device, distributed=world > 1)
+                                      max_iter=args.max_iter, seed=args.seed, device=device, distributed=world > 1,
+                                      mirror_tta=common.mirror_tta(args))
     log.info("%s: %d train / %d test images of %s, %d classes; blocks %s; %d process%s", args.dataset, len(X_train),
              len(data.X_test), "x".join(map(str, data.X_train.shape[1:])), len(data.classes), widths, world,
              "es" if world > 1 else "")

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from convexgan.data import labelled_images
-from layerwise.classifier import LayerwiseConvexClassifier
+from layerwise.classifier import LayerwiseConvexClassifier, MirrorAverage
 
 
 def small_digits():
@@ -29,6 +29,22 @@ def test_exported_sequential_predicts_the_trainers_labels_and_learns(tmp_path):
         cert = s["certificate"]
         assert cert["dual"] <= cert["primal"]
         assert cert["gap"] == pytest.approx((cert["primal"] - cert["dual"]) / cert["primal"], rel=1e-9)
+
+
+def test_mirror_tta_averages_each_image_with_its_mirror_and_leaves_training_alone():
+    X, y, X_test, y_test = small_digits()
+    params = dict(widths=(8, 8), n_patterns=(8, 4), max_iter=60, lam=1e-2)
+    plain = LayerwiseConvexClassifier(**params).fit(X, y)
+    mirrored = LayerwiseConvexClassifier(**params, mirror_tta=True).fit(X, y, X_test, y_test)
+    network = mirrored.to_torch()
+    assert isinstance(network, MirrorAverage)
+    for name, value in plain.to_torch().state_dict().items():  # the same blocks: training is unchanged
+        torch.testing.assert_close(network.network.state_dict()[name], value)
+    scores = mirrored.decision_function(X_test)
+    np.testing.assert_allclose(mirrored.decision_function(X_test[:, :, ::-1]), scores, rtol=1e-5, atol=1e-5)
+    averaged = (plain.decision_function(X_test) + plain.decision_function(X_test[:, :, ::-1])) / 2
+    np.testing.assert_allclose(scores, averaged, rtol=1e-5, atol=1e-5)
+    assert mirrored.stages_[-1]["test_accuracy"] == pytest.approx(mirrored.score(X_test, y_test))
 
 
 def test_converged_stages_are_certified_to_the_tolerance():
