@@ -428,8 +428,7 @@ def solve_ssnal(program, W, b, tol, max_iter, history=None, dual=None):
     warm = factor is not None and bool(loss.in_conjugate_domain(factor * dual["xi"], Y))
     # the products are linear in xi: the carried ones, scaled, cost no product with the data
     xi, products = (factor * dual["xi"], dual["products"].scaled(factor)) if warm else (xi, _Products.of(p, xi))
-    cert = _best_dual(p, systems, Certificate(p.objective(W, p.predict(XW, b)), -math.inf, math.inf), xi,
-                      products.adjoint)
+    cert = _xi_certificate(p, systems, p.objective(W, p.predict(XW, b)), xi, products.adjoint)
     if warm:  # near the optimum a large first step certifies in a few Newton steps; farther, it overshoots
         carried = dual["sigma"] / (SIGMA_GROWTH * sigma_start) if cert.gap <= NEAR_GAP else 0
         sigma_start *= min(max(carried, WARM_SIGMA), WARM_SIGMA_MAX)
@@ -460,7 +459,7 @@ def solve_ssnal(program, W, b, tol, max_iter, history=None, dual=None):
     XW = p.image(W, (W != 0).any(0).any(1))
     b = p.intercept(XW, b)
     adjoint = p.adjoint(p.loss_image_grad(xi))
-    cert = _best_dual(p, systems, Certificate(p.objective(W, p.predict(XW, b)), -math.inf, math.inf), xi, adjoint)
+    cert = _xi_certificate(p, systems, p.objective(W, p.predict(XW, b)), xi, adjoint)
     if not cert.gap <= tol:
         cert = _best_dual(p, systems, p.certificate(W, b, XW), xi, adjoint)
     return W, b, cert, n_newton
@@ -480,13 +479,18 @@ def _best_dual(p, systems, cert, xi, adjoint):
     return Certificate(cert.primal, value, (cert.primal - value) / max(abs(cert.primal), 1e-300))
 
 
+def _xi_certificate(p, systems, primal, xi, adjoint):
+    """The certificate of the primal value ``primal`` with the dual point xi alone (``_best_dual``;
+    its dual is -inf where xi's is not finite)."""
+    return _best_dual(p, systems, Certificate(primal, -math.inf, math.inf), xi, adjoint)
+
+
 def _state_certificate(p, systems, state):
     """The certificate at the primal point (W+, b+) of ``state``, the intercept re-fitted, with the
-    dual point xi (``_best_dual``; its dual is -inf where xi's is not finite): no product with the
-    data. Returns ``(certificate, intercept)``."""
+    dual point xi (``_xi_certificate``): no product with the data. Returns ``(certificate, intercept)``."""
     b = p.intercept_of_fit(state.fit, state.b)
     primal = p.objective(state.W, state.fit + b)
-    return _best_dual(p, systems, Certificate(primal, -math.inf, math.inf), state.xi, state.products.adjoint), b
+    return _xi_certificate(p, systems, primal, state.xi, state.products.adjoint), b
 
 
 def _minimize_psi(p, systems, xi, products, W, b, XW, sigma, budget, tol):

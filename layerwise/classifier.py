@@ -69,6 +69,8 @@ class MirrorAverage(nn.Module):
     their left-right mirror images."""
 
     def __init__(self, network):
+        if not isinstance(network, nn.Module):
+            raise TypeError(f"MirrorAverage wraps a torch.nn.Module, got {type(network).__name__}.")
         super().__init__()
         self.network = network
 
@@ -160,6 +162,8 @@ class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
             check_positive(self.whiten_eps, "whiten_eps")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}.")
+        if not isinstance(self.mirror_tta, (bool, np.bool_)):
+            raise ValueError(f"mirror_tta must be True or False, got {self.mirror_tta!r}.")
         return widths, patterns, downsample
 
     def fit(self, X, y, X_test=None, y_test=None, checkpoint=None, on_stage=None):
@@ -196,13 +200,13 @@ class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
             block, head, bias, cert, n_iter = self._fit_block(standardize(inputs), Y, patterns[k], k, shard)
             kept = block.weight.shape[0] if last else min(widths[k], block.weight.shape[0])
             stage_net = nn.Sequential(standardize, block, nn.AdaptiveAvgPool2d(2), nn.Flatten(), _linear(head, bias))
+            scorer = self._scorer(layers + [stage_net])
             record = {"stage": k + 1, "neurons": int(block.weight.shape[0]), "kept": int(kept),
                       "certificate": {"primal": cert.primal, "dual": cert.dual, "gap": cert.gap},
                       "iterations": n_iter,
-                      "train_accuracy": self._accuracy(self._scorer(layers + [stage_net]), x, y, shard)}
+                      "train_accuracy": self._accuracy(scorer, x, y, shard)}
             if x_test is not None:
-                record["test_accuracy"] = self._accuracy(self._scorer(layers + [stage_net]), x_test, y_test,
-                                                         test_shard)
+                record["test_accuracy"] = self._accuracy(scorer, x_test, y_test, test_shard)
             if last:
                 layers += list(stage_net)
             else:

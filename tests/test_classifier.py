@@ -112,6 +112,10 @@ def test_bad_input_gives_clear_errors(tmp_path):
         LayerwiseConvexClassifier().fit(X, y[:-1])
     with pytest.raises(ValueError, match="one value per stage"):
         LayerwiseConvexClassifier(widths=(4, 4), n_patterns=(4,)).fit(X, y)
+    with pytest.raises(ValueError, match="mirror_tta must be True or False"):
+        LayerwiseConvexClassifier(mirror_tta="yes").fit(X, y)
+    with pytest.raises(TypeError, match="wraps a torch.nn.Module"):
+        MirrorAverage(lambda x: x)
     with pytest.raises(ValueError, match="unknown dataset"):
         labelled_images("mnist")
     (tmp_path / "train" / "a").mkdir(parents=True)
