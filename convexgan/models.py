@@ -164,7 +164,8 @@ class _ConvexTwoLayer(BaseEstimator):
             newton = ssnal.supports(program)
             if solver == "newton" and not newton:
                 raise ValueError(f"solver='newton' handles gated programs with one output per group and a "
-                                 f"squared or logistic loss of at most {ssnal.DENSE_LIMIT} samples, in one "
+                                 f"squared or logistic loss of at most {ssnal.dense_limit(program.X.device)} samples "
+                                 f"on {program.X.device.type}, in one "
                                  f"process; this one ({type(program.penalty).__name__}, "
                                  f"{type(program.loss).__name__}, n={program.n}"
                                  f"{', sharded' if program.sharded else ''}) needs solver='fista' (or 'auto').")

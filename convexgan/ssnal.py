@@ -33,9 +33,10 @@ output k has its own Newton system, solved in the smaller of two spaces:
 
 - n-space: with K = X X^T and the masks M of the active groups,
   ``sum_g A_g J_g A_g^T = K o (M diag(a) M^T) + B diag(1 - a) B^T``, B = [D_g X u_g]: one n x n
-  Cholesky factorization whatever d and P are (Wave-2 notes, DESIGN.md section 5), formed and
-  factorized in float32 and refined with float64 residuals (``_refined_solve``; in float64 where
-  H is too ill-conditioned for that);
+  Cholesky factorization whatever d and P are (Wave-2 notes, DESIGN.md section 5), for n up to
+  ``dense_limit`` (8,000 on a CPU, what the memory holds on a GPU); on a CPU formed and factorized
+  in float32 and refined with float64 residuals (``_refined_solve``; in float64 where H is too
+  ill-conditioned for that);
 - active-group space (squared loss, whose conjugate has the constant Hessian n I): by
   Sherman-Morrison-Woodbury with C = A_J J^{1/2}, ``H^{-1} r = (r - C S^{-1} C^T r) / n`` and
   ``S = (n / sigma) I + J^{1/2} A_J^T A_J J^{1/2}``, of the size d |J| (+1) of the active groups,
@@ -68,7 +69,9 @@ INNER_RATIO = 0.1       # inner stop: ||grad psi|| below this share of the outer
 NOISE = 2.0             # an outer step whose gap exceeds the best one by this factor met rounding
 ROUNDING = 1e-12        # relative size of grad psi that float64 rounding cannot resolve
 GRAM_LIMIT = 8000       # d G + 1 up to which the masked design's Gram matrix is cached
-DENSE_LIMIT = 8000      # n up to which n-space Newton systems are factorized
+DENSE_LIMIT = 8000      # n up to which n-space Newton systems are factorized on a CPU (n^3 / 3 flops a step)
+DENSE_BYTES = 28        # bytes per entry of the n x n matrices of an n-space step at its peak (see _n_space)
+BLOCK_ENTRIES = 2 ** 25  # matrix entries of one block of rows converted at a time
 BATCH_ENTRIES = 2 ** 25  # matrix entries of one batch of active-group systems (256 MiB in float64)
 TRACKED_IMAGE_DEPTH = 64  # d from which X A^T xi is carried along the line search (see _Products)
 
@@ -82,7 +85,19 @@ def supports(program):
         return False
     if program.sharded:  # only the active-group systems are sums over rows
         return _group_space_available(program)
-    return program.n <= DENSE_LIMIT or _group_space_available(program)
+    return program.n <= dense_limit(program.X.device) or _group_space_available(program)
+
+
+def dense_limit(device):
+    """The largest n whose n-space Newton systems are factorized on ``device``: ``DENSE_LIMIT`` on
+    a CPU (the time of a factorization); on a GPU, what its free memory holds (``DENSE_BYTES`` per
+    entry: about 68,000 on an empty 141-GB H200, where a 50,000 x 50,000 factorization takes about
+    a second)."""
+    if device.type != "cuda":
+        return DENSE_LIMIT
+    free, _ = torch.cuda.mem_get_info(device)
+    free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)  # torch's cache is free to us
+    return max(DENSE_LIMIT, math.isqrt(free // DENSE_BYTES))
 
 
 def _group_space_available(program):
@@ -113,6 +128,7 @@ class _NewtonSystems:
     def __init__(self, program):
         self.program = program
         self.n = program.n
+        self.dense = self.n <= dense_limit(program.X.device)  # once: the solve itself uses memory
         self._K = self._K32 = self._gram = self._ones_adjoint = None
 
     @property
@@ -123,8 +139,12 @@ class _NewtonSystems:
 
     @property
     def K32(self):
+        """K in float32, computed in float64 a block of rows at a time (no float64 copy of K)."""
         if self._K32 is None:
-            self._K32 = self.K.float()
+            X = self.program.X
+            self._K32 = torch.empty(self.n, self.n, dtype=torch.float32, device=X.device)
+            for rows in _row_blocks(self.n):
+                self._K32[rows] = X[rows] @ X.T if self._K is None else self._K[rows]
         return self._K32
 
     @property
@@ -156,7 +176,7 @@ class _NewtonSystems:
         d, G, c = p.shape
         active = state.scale > 0  # (G, c)
         group_space = _group_space_available(p) and (d * int(active.sum(0).max()) + 1 < self.n
-                                                      or self.n > DENSE_LIMIT or p.sharded)
+                                                      or not self.dense or p.sharded)
         if group_space:
             return -self._group_space(state, sigma, active)
         out = torch.empty_like(state.grad)
@@ -165,15 +185,18 @@ class _NewtonSystems:
         return out
 
     def _n_space(self, state, sigma, hessian, active, k):
-        """The n-space system of output k. For the squared loss, formed and factorized in float32
-        (half the time of float64) and refined with float64 residuals (``_refined_solve``): its
-        conjugate's Hessian n I keeps H's condition number near ``sigma ||A J A^T|| / n``. Else,
-        or where the refinement does not converge, formed and factorized in float64 (the logistic
-        conjugate's Hessian grows without bound at its domain's edge; there H rounded to float32
-        cost Newton steps: 351-397 against 306 on the logistic path of BENCHMARKS.md)."""
+        """The n-space system of output k. For the squared loss on a CPU, formed and factorized in
+        float32 (half the time of float64) and refined with float64 residuals (``_refined_solve``):
+        its conjugate's Hessian n I keeps H's condition number near ``sigma ||A J A^T|| / n``.
+        Else, or where the refinement does not converge, formed and factorized in float64: the
+        logistic conjugate's Hessian grows without bound at its domain's edge (there H rounded to
+        float32 cost Newton steps: 351-397 against 306 on the logistic path of BENCHMARKS.md), and
+        on a GPU float64 costs about what float32 does (an H200 at n = 50,000: BENCHMARKS.md).
+        At its peak a step holds K in float32 and float64, H and its factor L: at most
+        ``DENSE_BYTES`` per entry of an n x n matrix."""
         rhs = state.grad[:, k:k + 1]
         x = None
-        if isinstance(self.program.loss, SquaredLoss):
+        if isinstance(self.program.loss, SquaredLoss) and self.program.X.device.type == "cpu":
             x = _refined_solve(self._n_space_matrix(state, sigma, hessian, active, k, torch.float32), rhs)
         if x is None:
             x = _spd_solve(self._n_space_matrix(state, sigma, hessian, active, k, torch.float64), rhs)
@@ -184,9 +207,10 @@ class _NewtonSystems:
         a = state.scale[active, k]
         u_images = state.XW[:, active, k] / (a * state.norms[active, k])  # X u_g, as X W+_g = a_g ||V_g|| X u_g
         a, masks = a.to(dtype), p.mask_weights[:, active].to(dtype)
-        H = (self.K32 if dtype == torch.float32 else self.K) * ((masks * a) @ masks.T)
+        H = (masks * a) @ masks.T  # in place from here: one n x n matrix
+        H *= self.K32 if dtype == torch.float32 else self.K
         B = masks * u_images.to(dtype)  # D_g X u_g
-        H += (B * (1 - a)) @ B.T
+        H.addmm_(B * (1 - a), B.T)
         if p.fit_intercept:
             H += 1.0
         H *= sigma
@@ -266,18 +290,24 @@ def _refined_solve(H, rhs, steps=4):
     rhs (n, r): Cholesky in float32, then iterative refinement with float64 residuals. Each step
     shrinks the residual by about cond(H) eps(float32); where ``steps`` steps do not bring it below
     1e-10 ||rhs|| (cond(H) above about 1e5, where H's rounding to float32 also moves the solution
-    too far), or where float32 overflowed, returns None."""
+    too far), or where float32 overflowed, returns None. The residuals convert H to float64 a
+    block of rows at a time."""
     if not bool(torch.isfinite(H).all()):
         return None
-    H64 = H.double()
     L = _cholesky(H)
     x = _triangular_solves(L, rhs.float()).double()
     for _ in range(steps):
-        residual = rhs - H64 @ x
+        residual = rhs - torch.cat([H[rows].double() @ x for rows in _row_blocks(H.shape[0])])
         if float(residual.norm()) <= 1e-10 * float(rhs.norm()):
             return x
         x += _triangular_solves(L, residual.float()).double()
     return None
+
+
+def _row_blocks(n):
+    """Slices over the rows of an n x n matrix, ``BLOCK_ENTRIES`` entries each."""
+    size = max(1, BLOCK_ENTRIES // max(n, 1))
+    return [slice(start, min(n, start + size)) for start in range(0, n, size)]
 
 
 def _spd_solve(H, rhs):

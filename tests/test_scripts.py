@@ -134,3 +134,9 @@ def test_solver_benchmark_certifies_its_runs(capsys):
     admm = next(line.split() for line in out.splitlines() if "ours (admm)" in line)
     gap, violation = float(admm[admm.index("gap") + 1]), float(admm[admm.index("violation") + 1])
     assert gap <= 1e-4 and violation <= 1e-6
+    # without the reference solve (the GPU runs): each run certified by its own dual value
+    assert script("bench_solver").main(["--n", "40", "--n-patterns", "8", "--tols", "1e-4", "--tol", "1e-4",
+                                        "--no-pyscnn", "--device", "cpu", "--reference-tol", "0"]) == 0
+    out = capsys.readouterr().out
+    ours = next(line.split() for line in out.splitlines() if line.startswith("ours (newton, tol=0.0001)"))
+    assert "reference lower bound" not in out and float(ours[ours.index("gap") + 1]) <= 1e-4

@@ -1,6 +1,7 @@
 """The Newton solver (SSNAL): CVXPY's optimum on random problems, its Newton systems against the
 generalized Hessian built by hand, the width of float32 and float64 solves, and the estimators'
 use of it."""
+import math
 import warnings
 
 import numpy as np
@@ -77,7 +78,8 @@ def explicit_hessian(program, state, sigma, k):
 
 # squared: n = 40, 9 in the active-group space, n = 6 in n-space (float32, refined); logistic: n-space in float64
 @pytest.mark.parametrize("loss,n,c", [("squared", 40, 2), ("squared", 9, 1), ("squared", 6, 2), ("logistic", 30, 1)])
-def test_newton_direction_solves_the_generalized_hessian_system(loss, n, c):
+def test_newton_direction_solves_the_generalized_hessian_system(loss, n, c, monkeypatch):
+    monkeypatch.setattr(ssnal, "BLOCK_ENTRIES", 13)  # K in float32 built over several blocks of rows
     rng = np.random.default_rng(0)
     X = torch.as_tensor(rng.standard_normal((n, 3)))
     masks = torch.as_tensor(rng.random((n, 4)) > 0.4)
@@ -101,10 +103,12 @@ def test_newton_direction_solves_the_generalized_hessian_system(loss, n, c):
         assert residual <= 10 * torch.finfo(torch.float32).eps * scale
 
 
-@pytest.mark.parametrize("condition", [1e3, 1e12])
-def test_refined_solve_reaches_float64_accuracy_or_refuses(condition):
-    # a float32 Cholesky factorization refined with float64 residuals: the float32 system solved to
-    # float64 accuracy while cond * eps32 is small; None (the caller goes to float64) at 1e12
+@pytest.mark.parametrize("condition,block_entries", [(1e3, 2 ** 25), (1e3, 600), (1e12, 2 ** 25)])
+def test_refined_solve_reaches_float64_accuracy_or_refuses(condition, block_entries, monkeypatch):
+    # a float32 Cholesky factorization refined with float64 residuals (over blocks of rows of H: 6
+    # blocks with 600 entries): the float32 system solved to float64 accuracy while cond * eps32
+    # is small; None (the caller goes to float64) at 1e12
+    monkeypatch.setattr(ssnal, "BLOCK_ENTRIES", block_entries)
     rng = np.random.default_rng(1)
     Q, _ = np.linalg.qr(rng.standard_normal((60, 60)))
     H = torch.as_tensor((Q * np.geomspace(1, condition, 60)) @ Q.T, dtype=torch.float32)
@@ -117,6 +121,22 @@ def test_refined_solve_reaches_float64_accuracy_or_refuses(condition):
     exact = torch.linalg.solve(H.double(), rhs)
     assert x.dtype == torch.float64
     assert torch.linalg.vector_norm(x - exact) <= 1e3 * condition * 2.3e-16 * torch.linalg.vector_norm(exact)
+
+
+def test_dense_limit_counts_the_memory_a_gpu_can_give(monkeypatch):
+    assert ssnal.dense_limit(torch.device("cpu")) == ssnal.DENSE_LIMIT  # a CPU: the factorization's time
+    GiB, cuda = 2 ** 30, torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (40 * GiB, 141 * GiB))
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 5 * GiB)
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 5 * GiB)
+    assert ssnal.dense_limit(cuda) == math.isqrt(40 * GiB // ssnal.DENSE_BYTES)
+    # blocks torch keeps cached after an earlier solve are free to the next one (on an H200 a
+    # second 50,000-sample fit in one process was refused before they counted)
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 70 * GiB)
+    assert ssnal.dense_limit(cuda) == math.isqrt(105 * GiB // ssnal.DENSE_BYTES) > 50000
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (0, 141 * GiB))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 5 * GiB)
+    assert ssnal.dense_limit(cuda) == ssnal.DENSE_LIMIT
 
 
 def test_float32_and_float64_solves_recover_the_same_width():
