@@ -114,6 +114,9 @@ def test_refined_solve_reaches_float64_accuracy_or_refuses(condition, block_entr
     H = torch.as_tensor((Q * np.geomspace(1, condition, 60)) @ Q.T, dtype=torch.float32)
     H = (H + H.T) / 2
     rhs = torch.as_tensor(rng.standard_normal((60, 1)))
+    overflowed = H.clone()
+    overflowed[3, 3] = math.inf  # float32 overflow while forming H: the caller goes to float64
+    assert ssnal._refined_solve(overflowed, rhs) is None
     x = ssnal._refined_solve(H.clone(), rhs)
     if condition > 1e6:
         assert x is None
