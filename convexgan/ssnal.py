@@ -129,7 +129,7 @@ class _NewtonSystems:
         self.program = program
         self.n = program.n
         self.dense = self.n <= dense_limit(program.X.device)  # once: the solve itself uses memory
-        self._K = self._K32 = self._gram = self._ones_adjoint = None
+        self._K = self._K32 = self._gram = self._ones_adjoint = self._anchor = None
 
     @property
     def K(self):
@@ -154,6 +154,18 @@ class _NewtonSystems:
             p = self.program
             self._ones_adjoint = p.adjoint(p.loss_image_grad(torch.ones_like(p.Y)))[:, :, 0]
         return self._ones_adjoint
+
+    @property
+    def anchor(self):
+        """A dual point (n, c) strictly inside the conjugate's domain with ``1^T xi = 0``, and its
+        ``A^T xi`` (d, G, c): the gradient at the intercept-only fit, centered."""
+        if self._anchor is None:
+            p = self.program
+            fit = torch.zeros_like(p.Y)
+            xi = p.loss.grad(fit + p.intercept_of_fit(fit, fit[0]), p.Y)
+            xi = xi - p.loss.total(xi, 0) / p.n
+            self._anchor = xi, p.adjoint(p.loss_image_grad(xi))
+        return self._anchor
 
     @property
     def gram(self):
@@ -503,10 +515,29 @@ def _best_dual(p, systems, cert, xi, adjoint):
     if p.fit_intercept:
         mean = p.loss.total(xi, 0) / p.n
         xi, adjoint = xi - mean, adjoint - systems.ones_adjoint[:, :, None] * mean
+        if not p.loss.in_conjugate_domain(xi, p.Y):  # centering pushed samples out (logistic)
+            xi, adjoint = _toward_anchor(p, systems.anchor, xi, adjoint)
     value = p.scaled_dual(xi, p.penalty.dual_norms(adjoint))
     if not value > cert.dual:  # also when xi fell outside the conjugate's domain (-inf)
         return cert
     return Certificate(cert.primal, value, (cert.primal - value) / max(abs(cert.primal), 1e-300))
+
+
+def _toward_anchor(p, anchor, xi, adjoint, steps=40):
+    """The point ``(1 - t) xi + t xi0`` of least t (bisection, to 2^-steps) strictly inside the
+    conjugate's domain, with its ``A^T``: both ends centered, so it is too. anchor: ``(xi0,
+    A^T xi0)`` inside the domain. Without it, an iterate whose centering leaves the domain where
+    the logistic loss's dual weights are near 0 or 1/n certifies nothing (its dual value is -inf):
+    ``t`` is then about the size of that overshoot."""
+    xi0, adjoint0 = anchor
+    low, high = 0.0, 1.0
+    for _ in range(steps):
+        middle = (low + high) / 2
+        if p.loss.in_conjugate_domain((1 - middle) * xi + middle * xi0, p.Y):
+            high = middle
+        else:
+            low = middle
+    return (1 - high) * xi + high * xi0, (1 - high) * adjoint + high * adjoint0
 
 
 def _xi_certificate(p, systems, primal, xi, adjoint):

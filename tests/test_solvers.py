@@ -95,6 +95,20 @@ def test_image_of_some_groups_equals_the_image_of_all():
     assert empty.image(W, groups).shape == (0, 5, 2)  # an empty shard of rows
 
 
+def test_lipschitz_estimate_against_the_masked_design_norm():
+    """The power iteration stops early (``POWER_RTOL``) yet estimates ||[D_1 X, ..., D_G X]||^2,
+    from below, to well within its 5 % margin."""
+    rng = np.random.default_rng(3)
+    X = torch.as_tensor(rng.standard_normal((80, 6)))
+    masks = X @ torch.as_tensor(rng.standard_normal((6, 12))) >= 0
+    program = solvers.ConvexProgram(X, masks, torch.ones(12, dtype=X.dtype), torch.zeros(80, 1, dtype=X.dtype),
+                                    losses.SquaredLoss(), GroupL2(0.1), False, False)
+    design = (masks[:, :, None] * X[:, None, :]).reshape(80, -1)
+    exact = float(torch.linalg.matrix_norm(design, ord=2)) ** 2
+    estimate = program.lipschitz_data() / 1.05
+    assert 0.99 * exact <= estimate <= exact * (1 + 1e-12)
+
+
 @pytest.mark.parametrize("shape", [(20, 60), (60, 20), (25, 25)])
 def test_thin_svd_factors_wide_tall_and_rank_deficient_data(shape):
     """The QR route for wide data gives the thin SVD: orthonormal factors, ordered singular values

@@ -200,3 +200,30 @@ def test_a_solve_from_the_carried_dual_iterate_matches_cvxpy(loss):
     assert cert.primal == pytest.approx(expected, rel=1e-6)
     assert cert.dual <= expected * (1 + 1e-7) + 1e-12
     assert dual["lam"] == lam
+
+
+def test_a_centered_iterate_outside_the_logistic_domain_still_certifies():
+    """With an intercept the dual iterate is centered (1^T xi = 0); where that pushes samples whose
+    dual weight is near 0 out of the logistic conjugate's domain, the point is moved toward the
+    centered intercept-only gradient just enough: centered, inside, its A^T xi carried exactly,
+    and its dual value a finite lower bound on CVXPY's optimum."""
+    X, y, lam, _ = random_problem(4, "logistic")
+    Y = (2.0 * y - 1)[:, None]
+    masks = X @ np.random.default_rng(0).standard_normal((X.shape[1], 6)) >= 0
+    program = solvers.ConvexProgram.from_arrays(X, masks, np.ones(6), Y, losses.LogisticLoss(), GroupL2(lam),
+                                                True, False, torch.float64, "cpu")
+    n = len(Y)
+    share = torch.as_tensor(np.random.default_rng(1).uniform(0.05, 0.95, (n, 1)))
+    share[Y > 0] = 1e-9  # dual weights near 0 on one class: centering moves them the wrong way
+    xi = -program.Y * share / n
+    assert float(xi.sum()) > 0 and not program.loss.in_conjugate_domain(xi - xi.mean(), program.Y)
+    systems = ssnal._NewtonSystems(program)
+    centered = xi - xi.mean()
+    adjoint = program.adjoint(program.loss_image_grad(centered))
+    point, point_adjoint = ssnal._toward_anchor(program, systems.anchor, centered, adjoint)
+    assert program.loss.in_conjugate_domain(point, program.Y)
+    assert abs(float(point.sum())) <= 1e-15 * float(point.abs().sum())
+    torch.testing.assert_close(point_adjoint, program.adjoint(program.loss_image_grad(point)), rtol=1e-12, atol=1e-15)
+    expected = reference_optimum(X, Y, masks, lam, "logistic", "gated", True, vector=False)
+    cert = ssnal._xi_certificate(program, systems, expected, xi, program.adjoint(program.loss_image_grad(xi)))
+    assert math.isfinite(cert.dual) and cert.dual <= expected * (1 + 1e-7)
