@@ -12,9 +12,10 @@ images in file-name order, pixels in [0, 1] standardized per feature, labels -1/
 gates ``N(0, I)`` from ``default_rng(123)`` (exactly pyscnn's ``sample_gate_vectors(123, d, P)``),
 objective ``1/(2n) ||yhat - y||^2 + lam sum_i ||u_i||``. Every final point W, whatever solver
 produced it, is certified by one float64 function: ``gap(W) = (P(W) - D) / P(W)``, with P the
-objective and D the larger of two proven lower bounds on the optimum, the dual value of the
-scaled gradient at W and the dual objective of a reference solve (ours at tol 1e-11; any dual
-feasible point bounds the optimum from below, whoever found it). A gradient-based dual alone is
+objective and D the largest of proven lower bounds on the optimum: the dual value of the
+scaled gradient at W, the dual objective of a reference solve (ours at ``--reference-tol``,
+1e-11; 0 skips it, as at GPU sizes) and, for our runs, their own dual value (any dual feasible
+point bounds the optimum from below, whoever found it). A gradient-based dual alone is
 first-order in the error of W while P is second-order, so it cannot certify 1e-6 on this
 ill-conditioned problem even at points whose objective is exact to 1e-12. "Time to gap g" is
 the time of the fastest run whose final point is certified to g.
