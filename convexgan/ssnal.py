@@ -162,7 +162,7 @@ class _NewtonSystems:
         if self._anchor is None:
             p = self.program
             fit = torch.zeros_like(p.Y)
-            xi = p.loss.grad(fit + p.intercept_of_fit(fit, fit[0]), p.Y)
+            xi = p.loss.grad(fit + p.intercept_of_fit(fit, fit.new_zeros(fit.shape[1])), p.Y)
             xi = xi - p.loss.total(xi, 0) / p.n
             self._anchor = xi, p.adjoint(p.loss_image_grad(xi))
         return self._anchor
