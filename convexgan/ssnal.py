@@ -92,7 +92,8 @@ def dense_limit(device):
     """The largest n whose n-space Newton systems are factorized on ``device``: ``DENSE_LIMIT`` on
     a CPU (the time of a factorization); on a GPU, what its free memory holds (``DENSE_BYTES`` per
     entry: about 68,000 on an empty 141-GB H200, where a 50,000 x 50,000 factorization takes about
-    a second)."""
+    a second). ``device``: a ``torch.device`` or its name."""
+    device = torch.device(device)
     if device.type != "cuda":
         return DENSE_LIMIT
     free, _ = torch.cuda.mem_get_info(device)
@@ -306,10 +307,13 @@ def _refined_solve(H, rhs, steps=4):
     block of rows at a time."""
     if not bool(torch.isfinite(H.diagonal()).all()):  # H is PSD: its diagonal bounds every entry
         return None
+    blocks = _row_blocks(H.shape[0])
+    whole = H.double() if len(blocks) == 1 else None  # one block: converted once, not every step
     L = _cholesky(H)
     x = _triangular_solves(L, rhs.float()).double()
     for _ in range(steps):
-        residual = rhs - torch.cat([H[rows].double() @ x for rows in _row_blocks(H.shape[0])])
+        product = whole @ x if whole is not None else torch.cat([H[rows].double() @ x for rows in blocks])
+        residual = rhs - product
         if float(residual.norm()) <= 1e-10 * float(rhs.norm()):
             return x
         x += _triangular_solves(L, residual.float()).double()

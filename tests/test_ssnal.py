@@ -128,6 +128,9 @@ def test_refined_solve_reaches_float64_accuracy_or_refuses(condition, block_entr
 
 def test_dense_limit_counts_the_memory_a_gpu_can_give(monkeypatch):
     assert ssnal.dense_limit(torch.device("cpu")) == ssnal.DENSE_LIMIT  # a CPU: the factorization's time
+    assert ssnal.dense_limit("cpu") == ssnal.DENSE_LIMIT
+    with pytest.raises(RuntimeError, match="device"):
+        ssnal.dense_limit("no such device")
     GiB, cuda = 2 ** 30, torch.device("cuda", 0)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (40 * GiB, 141 * GiB))
     monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 5 * GiB)
