@@ -144,7 +144,7 @@ class _NewtonSystems:
         if self._K32 is None:
             X = self.program.X
             self._K32 = torch.empty(self.n, self.n, dtype=torch.float32, device=X.device)
-            for rows in _row_blocks(self.n):
+            for rows in _row_blocks(self.n, self.n):
                 self._K32[rows] = X[rows] @ X.T if self._K is None else self._K[rows]
         return self._K32
 
@@ -176,9 +176,9 @@ class _NewtonSystems:
             p = self.program
             d, G, _ = p.shape
             gram = torch.zeros(d * G + 1, d * G + 1, dtype=p.X.dtype, device=p.X.device)
-            for rows in torch.split(torch.arange(p.X.shape[0], device=p.X.device), max(1, 2 ** 24 // (d * G + 1))):
-                design = (p.mask_weights[rows, :, None] * p.X[rows, None, :]).reshape(len(rows), d * G)
-                design = torch.cat([design, torch.ones(len(rows), 1, dtype=design.dtype, device=design.device)], 1)
+            for rows in _row_blocks(p.X.shape[0], d * G + 1, 2 ** 24):
+                design = (p.mask_weights[rows, :, None] * p.X[rows, None, :]).flatten(1)
+                design = torch.cat([design, design.new_ones(design.shape[0], 1)], 1)
                 gram += design.T @ design
             self._gram = p.loss.reduced(gram)
         return self._gram
@@ -307,7 +307,7 @@ def _refined_solve(H, rhs, steps=4):
     block of rows at a time."""
     if not bool(torch.isfinite(H.diagonal()).all()):  # H is PSD: its diagonal bounds every entry
         return None
-    blocks = _row_blocks(H.shape[0])
+    blocks = _row_blocks(*H.shape)
     whole = H.double() if len(blocks) == 1 else None  # one block: converted once, not every step
     L = _cholesky(H)
     x = _triangular_solves(L, rhs.float()).double()
@@ -320,9 +320,9 @@ def _refined_solve(H, rhs, steps=4):
     return None
 
 
-def _row_blocks(n):
-    """Slices over the rows of an n x n matrix, ``BLOCK_ENTRIES`` entries each."""
-    size = max(1, BLOCK_ENTRIES // max(n, 1))
+def _row_blocks(n, width, entries=BLOCK_ENTRIES):
+    """Slices over the n rows of an (n, width) matrix, about ``entries`` entries (at least a row) each."""
+    size = max(1, entries // max(width, 1))
     return [slice(start, min(n, start + size)) for start in range(0, n, size)]
 
 
