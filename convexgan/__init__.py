@@ -9,6 +9,8 @@ set: any two-layer ReLU network certified against the global optimum (``certify_
 pruned to at most n neurons (``prune``), and whether a fitted model's optimum is unique
 (``optimal_set``, ``is_unique``).
 """
+__version__ = "0.2.0"
+
 from . import admm, losses, solvers, ssnal
 from .losses import CrossEntropyLoss, LogisticLoss, SquaredLoss
 from .models import ConvexReLU, ConvexReLUClassifier

@@ -1,7 +1,7 @@
 """Image loading shared by scripts, benchmarks and tests.
 
-Real data sets are read by path, never copied into the project. ``data_root()`` is
-``$CONVEXGAN_DATA`` when set, else ``../shared/data`` beside the checkout.
+Real data sets are read by path, never copied into the project: from an explicit root (the scripts'
+``--data-root``), else from ``data_root()``.
 """
 import hashlib
 import logging
@@ -23,7 +23,18 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif")  # what torchcodec's
 
 
 def data_root():
-    return Path(os.environ.get("CONVEXGAN_DATA", Path(__file__).resolve().parents[1] / ".." / "shared" / "data"))
+    """The folder that holds the data sets (``celeba/``, ``olivetti/``, ``cifar10/``).
+
+    Returns
+    -------
+    pathlib.Path
+        ``$CONVEXGAN_DATA`` when set, else the user cache ``$XDG_CACHE_HOME/convexgan/data``
+        (``~/.cache/convexgan/data``). It need not exist: the loaders say what is missing. The
+        installed package's own location is never used, so a wheel finds the same data as a checkout.
+    """
+    if os.environ.get("CONVEXGAN_DATA"):
+        return Path(os.environ["CONVEXGAN_DATA"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "convexgan" / "data"
 
 
 def image_files(folder):

@@ -18,7 +18,25 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RegularizationPath:
-    """One entry per lam, in decreasing order of lam."""
+    """The solutions of a regularization path, one entry per lam, in decreasing order of lam.
+
+    Parameters
+    ----------
+    lams : ndarray of shape (L,)
+        The weight decays, decreasing.
+    objectives : ndarray of shape (L,)
+        The convex optimum at each lam (the estimator's ``objective_``).
+    gaps : ndarray of shape (L,)
+        The certified relative duality gap of each solve (``gap_``).
+    cone_violations : ndarray of shape (L,)
+        The relative cone violation of each solve (``cone_violation_``; 0 for gated programs).
+    n_neurons : ndarray of shape (L,)
+        The width of the recovered network at each lam (``n_neurons_``).
+    n_iters : ndarray of shape (L,)
+        The solver's iterations at each lam (``n_iter_``).
+    coefs : list of ndarray
+        The solution ``coef_`` at each lam.
+    """
     lams: np.ndarray
     objectives: np.ndarray
     gaps: np.ndarray
@@ -29,12 +47,34 @@ class RegularizationPath:
 
 
 def regularization_path(X, y, lams=None, estimator=None, n_lams=20, lam_min_ratio=1e-3, progress=True):
-    """Fit ``estimator`` (default ``ConvexReLU()``, cloned, not modified) at every lam.
+    """Fit an estimator at every lam of a decreasing grid, each solve warm-started from the last.
 
-    lams: positive values, solved in decreasing order; default ``n_lams`` values log-spaced from
-    ``estimator.lam_max(X, y)`` down to ``lam_min_ratio`` times it. The patterns and the prepared
-    program (its reduction to the row space of X) stay fixed along the path, and each solve
-    starts from the previous solution.
+    The patterns and the prepared program (its reduction to the row space of X) stay fixed along
+    the path, and each solve starts from the previous solution's primal and dual points.
+
+    Parameters
+    ----------
+    X : array-like of shape (n, d)
+        The data.
+    y : array-like of shape (n,) or (n, c)
+        The targets (class labels for a classifier).
+    lams : array-like of shape (L,), optional
+        Positive weight decays, solved in decreasing order. Default: ``n_lams`` values
+        log-spaced from ``estimator.lam_max(X, y)`` down to ``lam_min_ratio`` times it.
+    estimator : ConvexReLU or ConvexReLUClassifier, optional
+        The estimator whose program is solved (default ``ConvexReLU()``); it is cloned, not
+        modified.
+    n_lams : int, default 20
+        The grid's length when ``lams`` is not given.
+    lam_min_ratio : float, default 1e-3
+        The smallest lam of the default grid, relative to ``lam_max``.
+    progress : bool, default True
+        Show a progress bar.
+
+    Returns
+    -------
+    RegularizationPath
+        The objective, certified gap, width and solution at every lam.
     """
     estimator = clone(estimator if estimator is not None else ConvexReLU())
     if lams is None:
@@ -58,14 +98,25 @@ def regularization_path(X, y, lams=None, estimator=None, n_lams=20, lam_min_rati
                               np.array(neurons), np.array(iters), list(coefs))
 
 
-def plot_regularization_path(path, filename):
-    """Write a PNG: neurons, objective and certificate against lam (log scale)."""
+def plot_regularization_path(path, filename=None):
+    """Draw the width, the objective and the certificate against lam (log scale).
+
+    Parameters
+    ----------
+    path : RegularizationPath
+        A path from ``regularization_path``.
+    filename : str or path-like, optional
+        Where to write the figure (PNG by its suffix); the figure is then closed.
+
+    Returns
+    -------
+    matplotlib.figure.Figure or str or path-like
+        ``filename`` when given, else the open figure (three panels).
+    """
     try:
-        import matplotlib
+        import matplotlib.pyplot as plt
     except ImportError:
         raise ImportError("plot_regularization_path needs matplotlib: pip install 'convexgan[plot]'.") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     axes[0].step(path.lams, path.n_neurons, where="post")
@@ -81,6 +132,8 @@ def plot_regularization_path(path, filename):
         ax.set_xlabel("lam")
         ax.grid(alpha=0.3)
     fig.tight_layout()
+    if filename is None:
+        return fig
     fig.savefig(filename, dpi=120)
     plt.close(fig)
     return filename

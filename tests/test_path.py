@@ -42,6 +42,9 @@ def test_path_is_certified_monotone_and_warm_started(data, tmp_path):
     image = plot_regularization_path(path, tmp_path / "path.png")
     with Image.open(image) as png:
         assert png.format == "PNG" and png.size[0] > 800
+    figure = plot_regularization_path(path)  # no file: the open figure, its first panel the widths
+    widths = figure.axes[0].lines[0].get_ydata()
+    assert len(figure.axes) == 3 and set(widths) == set(path.n_neurons)
 
 
 def test_path_rejects_bad_grids(data):
