@@ -77,7 +77,22 @@ class ConvexBatchNormReLU(RegressorMixin, BaseEstimator):
         self.solver = solver
 
     def fit(self, X, y):
-        """X (n, d) with n >= 2 and some variation, y (n,) or (n, c)."""
+        """Solve the convex program of the batch-norm network on (X, y).
+
+        X needs n >= 2 rows and some variation.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, d)
+            The data.
+        y : array-like of shape (n,) or (n, c)
+            The targets.
+
+        Returns
+        -------
+        ConvexBatchNormReLU
+            The fitted estimator.
+        """
         check_positive(self.lam, "lam")
         if self.n_patterns != "all":
             check_positive_int(self.n_patterns, "n_patterns (or 'all')")
@@ -129,7 +144,18 @@ class ConvexBatchNormReLU(RegressorMixin, BaseEstimator):
         return network
 
     def predict(self, X):
-        """(n,) or (n, c) like the fitted y: the network in evaluation mode (training statistics)."""
+        """The network's predictions in evaluation mode (batch norm with the training statistics).
+
+        Parameters
+        ----------
+        X : array-like of shape (n, d)
+            The data.
+
+        Returns
+        -------
+        ndarray of shape (n,) or (n, c)
+            Predictions, shaped like the fitted y.
+        """
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=np.float64)
         with torch.no_grad():
@@ -137,13 +163,31 @@ class ConvexBatchNormReLU(RegressorMixin, BaseEstimator):
         return pred[:, 0] if self._y_ndim == 1 else pred
 
     def to_torch(self):
-        """A trainable copy of the network (float64, training mode: batch norm over the batch)."""
+        """A trainable copy of the network.
+
+        Returns
+        -------
+        torch.nn.Sequential
+            Linear, BatchNorm1d, ReLU, Linear in float64, in training mode (batch norm over the batch).
+        """
         check_is_fitted(self)
         return copy.deepcopy(self.network_).train().requires_grad_(True)
 
     def network_objective(self, X, y):
-        """The network's own objective on its training rows (X, y), batch norm in training mode:
-        ``1/(2n) ||f(X) - y||^2 + lam/2 sum_j (gamma_j^2 + alpha_j^2 + a_j^2)``."""
+        """The network's own objective on its training rows, batch norm in training mode.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, d)
+            The data.
+        y : array-like of shape (n,) or (n, c)
+            The targets.
+
+        Returns
+        -------
+        float
+            ``1/(2n) ||f(X) - y||^2 + lam/2 sum_j (gamma_j^2 + alpha_j^2 + a_j^2)``; equals ``objective_``.
+        """
         check_is_fitted(self)
         X, y = validate_data(self, X, y, reset=False, dtype=np.float64, multi_output=True, y_numeric=True)
         with torch.no_grad():

@@ -35,8 +35,23 @@ log = logging.getLogger(__name__)
 
 
 class GeneratorFit(NamedTuple):
-    """Certificate of a generator fit, summed over output columns: primal and dual objectives,
-    relative duality gap, the worst relative cone violation (relu), neurons, FISTA iterations."""
+    """The certificate of a generator fit, summed over output columns.
+
+    Parameters
+    ----------
+    objective : float
+        The convex program's primal objective.
+    dual_objective : float
+        A proven lower bound on its optimum.
+    gap : float
+        ``(objective - dual_objective) / objective``.
+    cone_violation : float
+        The worst relative cone violation (relu; 0 for gated).
+    n_neurons : int
+        Neurons of the recovered generator.
+    n_iter : int
+        Solver iterations (Newton steps for gated fits, FISTA steps otherwise).
+    """
     objective: float
     dual_objective: float
     gap: float
@@ -47,13 +62,46 @@ class GeneratorFit(NamedTuple):
 
 def fit_relu_generator(Z, G, lam=1e-4, n_patterns=64, activation="relu", tol=1e-4, max_iter=20000,
                        seed=0, device="cpu", dtype="float64", progress=False, distributed=False):
-    """Two-layer (gated) ReLU generator from inputs Z (n, m) (noise, or image patches) to
-    targets G (n, c), e.g. the rows of ``svt``'s G*. Returns the recovered ``TwoLayerReLU``
-    (``TwoLayerGatedReLU`` for "gated"), a ``torch.nn.Module`` in float64 on the CPU mapping
-    (n, m) to (n, c); its ``certificate`` attribute is the fit's ``GeneratorFit``. ``max_iter``
-    counts Newton steps for the gated program (gradient steps where FISTA solves it).
-    ``distributed`` (gated only): under a process group, Z and G are this rank's rows and the fit
-    is the one of all ranks' rows, the same network on every rank."""
+    """Fit a two-layer (gated) ReLU generator from inputs Z to targets G by its convex program.
+
+    The program is the one of ``ConvexReLU`` with the squared loss and vector outputs, every
+    output with its own neurons: ``min 1/(2n) ||sum_i D_i Z W_i - G||^2 + lam sum_ik ||W_ik||``
+    (with cones for relu), certified by its duality gap.
+
+    Parameters
+    ----------
+    Z : array-like of shape (n, m)
+        Inputs: noise, or image patches.
+    G : array-like of shape (n, c)
+        Targets, e.g. the rows of ``svt``'s G*.
+    lam : float, default 1e-4
+        Weight decay, > 0.
+    n_patterns : int, default 64
+        Sampled gates.
+    activation : {"relu", "gated"}, default "relu"
+        The exact cone-constrained program, or the gated one (second order, faster).
+    tol : float, default 1e-4
+        The relative duality gap at which the fit stops.
+    max_iter : int, default 20000
+        Newton steps for the gated program, gradient steps where FISTA solves it.
+    seed : int, default 0
+        Seed of the gates.
+    device : str, default "cpu"
+        Where the solver runs.
+    dtype : {"float64", "float32"}, default "float64"
+        Precision of the first-order solvers.
+    progress : bool, default False
+        Show a progress bar.
+    distributed : bool, default False
+        Gated only: under a process group, Z and G are this rank's rows and the fit is the one
+        of all ranks' rows, the same network on every rank.
+
+    Returns
+    -------
+    TwoLayerReLU or TwoLayerGatedReLU
+        The recovered generator, a ``torch.nn.Module`` in float64 on the CPU mapping (n, m) to
+        (n, c); its ``certificate`` attribute is the fit's ``GeneratorFit``.
+    """
     check_choice(activation, "activation", {"relu", "gated"})
     sharded = bool(distributed) and is_distributed()
     if sharded and activation == "relu":

@@ -21,47 +21,180 @@ from .distributed import all_reduce_sum
 
 
 class Loss:
+    """A mean data-fitting term ``F(Z)`` of predictions Z (n, c) against targets Y (n, c).
+
+    Subclasses give ``value``, ``grad`` and ``conjugate``; those with a conjugate that is smooth
+    on its domain also give ``conjugate_grad`` and ``conjugate_hessian`` (the Newton solver's
+    curvature), and ``intercept_hessian`` for the unpenalized intercept.
+    """
     n_total = None  # the rows of all ranks, when sharded
 
     def sharded(self, n_total):
-        """This loss for one rank's rows of a program over ``n_total`` rows in all."""
+        """This loss for one rank's rows of a program over ``n_total`` rows in all.
+
+        Parameters
+        ----------
+        n_total : int
+            The rows of all ranks: the mean divides by it.
+
+        Returns
+        -------
+        Loss
+            A shallow copy whose sums over rows are all-reduced.
+        """
         loss = copy.copy(self)
         loss.n_total = int(n_total)
         return loss
 
     def n(self, Z):
-        """The number of rows the mean divides by: all ranks' rows when sharded."""
+        """The number of rows the mean divides by: all ranks' rows when sharded.
+
+        Parameters
+        ----------
+        Z : torch.Tensor of shape (n, c)
+            This rank's rows.
+
+        Returns
+        -------
+        int
+            n, or ``n_total`` when sharded.
+        """
         return Z.shape[0] if self.n_total is None else self.n_total
 
     def total(self, terms, dim=None):
-        """The sum of ``terms`` over all rows (of every rank when sharded): over all entries, or
-        over ``dim``. One all-reduce when sharded."""
+        """The sum of ``terms`` over all rows, of every rank when sharded (one all-reduce).
+
+        Parameters
+        ----------
+        terms : torch.Tensor of shape (n, ...)
+            Row-wise terms.
+        dim : int, optional
+            Sum over this axis only; by default over all entries.
+
+        Returns
+        -------
+        torch.Tensor
+            The sum.
+        """
         return self.reduced(terms.sum() if dim is None else terms.sum(dim))
 
     def reduced(self, partial):
-        """A sum over this rank's rows summed over all ranks (itself when not sharded)."""
+        """A sum over this rank's rows, summed over all ranks.
+
+        Parameters
+        ----------
+        partial : torch.Tensor
+            This rank's sum.
+
+        Returns
+        -------
+        torch.Tensor
+            The sum over all ranks (``partial`` itself when not sharded).
+        """
         return partial if self.n_total is None else all_reduce_sum(partial)[0]
 
     def value(self, Z, Y):
+        """The mean loss ``F(Z)``.
+
+        Parameters
+        ----------
+        Z : torch.Tensor of shape (n, c)
+            Predictions.
+        Y : torch.Tensor of shape (n, c)
+            Targets, in the loss's encoding (labels -1/+1, one-hot classes).
+
+        Returns
+        -------
+        torch.Tensor
+            A scalar (over all ranks' rows when sharded).
+        """
         raise NotImplementedError
 
     def grad(self, Z, Y):
+        """The gradient of ``F`` at Z.
+
+        Parameters
+        ----------
+        Z : torch.Tensor of shape (n, c)
+            Predictions.
+        Y : torch.Tensor of shape (n, c)
+            Targets.
+
+        Returns
+        -------
+        torch.Tensor of shape (n, c)
+            ``dF/dZ`` (it includes the 1/n of the mean).
+        """
         raise NotImplementedError
 
     def conjugate(self, Theta, Y):
+        """The convex conjugate ``F*(Theta) = sup_Z <Theta, Z> - F(Z)``.
+
+        ``-F*(Theta)`` is the dual objective's loss term: every dual point gives a lower bound.
+
+        Parameters
+        ----------
+        Theta : torch.Tensor of shape (n, c)
+            A dual point (scaled gradients lie in the domain).
+        Y : torch.Tensor of shape (n, c)
+            Targets.
+
+        Returns
+        -------
+        torch.Tensor
+            A scalar, ``+inf`` outside the conjugate's domain.
+        """
         raise NotImplementedError
 
     def conjugate_grad(self, Theta, Y):
-        """The gradient of F* at Theta (n, c): the prediction Z whose gradient is Theta."""
+        """The gradient of ``F*`` at Theta: the prediction Z whose gradient is Theta.
+
+        Parameters
+        ----------
+        Theta : torch.Tensor of shape (n, c)
+            A dual point strictly inside the domain.
+        Y : torch.Tensor of shape (n, c)
+            Targets.
+
+        Returns
+        -------
+        torch.Tensor of shape (n, c)
+            ``grad F*(Theta)``.
+        """
         raise NotImplementedError(f"{type(self).__name__} has no smooth conjugate: use a first-order solver.")
 
     def conjugate_hessian(self, Theta, Y):
-        """The Hessian of F* at Theta, which is diagonal: (n, c)."""
+        """The Hessian of ``F*`` at Theta, which is diagonal.
+
+        Parameters
+        ----------
+        Theta : torch.Tensor of shape (n, c)
+            A dual point strictly inside the domain.
+        Y : torch.Tensor of shape (n, c)
+            Targets.
+
+        Returns
+        -------
+        torch.Tensor of shape (n, c)
+            The diagonal of the Hessian.
+        """
         raise NotImplementedError(f"{type(self).__name__} has no smooth conjugate: use a first-order solver.")
 
     def in_conjugate_domain(self, Theta, Y):
-        """Whether Theta is strictly inside the domain of F* (where its Hessian is finite), on
-        every rank."""
+        """Whether Theta is strictly inside the domain of ``F*``, where its Hessian is finite.
+
+        Parameters
+        ----------
+        Theta : torch.Tensor of shape (n, c)
+            A dual point.
+        Y : torch.Tensor of shape (n, c)
+            Targets.
+
+        Returns
+        -------
+        bool
+            True when it is, on every rank.
+        """
         return True
 
     def _conjugate_or_inf(self, terms, inside):
@@ -71,16 +204,59 @@ class Loss:
         return self.reduced(local) / self.n(terms)
 
     def bregman(self, Z_new, Z, Y):
-        """``F(Z_new) - F(Z) - <grad F(Z), Z_new - Z>`` (>= 0), in float64 against cancellation."""
+        """The Bregman divergence ``F(Z_new) - F(Z) - <grad F(Z), Z_new - Z>``.
+
+        Computed in float64 against cancellation; FISTA's line search compares it with the step.
+
+        Parameters
+        ----------
+        Z_new, Z : torch.Tensor of shape (n, c)
+            Two predictions.
+        Y : torch.Tensor of shape (n, c)
+            Targets.
+
+        Returns
+        -------
+        float
+            The divergence, >= 0.
+        """
         Z_new, Z, Y = Z_new.double(), Z.double(), Y.double()
         return float(self.value(Z_new, Y) - self.value(Z, Y) - self.total(self.grad(Z, Y) * (Z_new - Z)))
 
     def intercept_hessian(self, Z, Y):
-        """The Hessian (c, c) of ``b -> value(Z + b, Y)`` at b = 0."""
+        """The Hessian of ``b -> value(Z + b, Y)`` at b = 0.
+
+        Parameters
+        ----------
+        Z : torch.Tensor of shape (n, c)
+            Predictions.
+        Y : torch.Tensor of shape (n, c)
+            Targets.
+
+        Returns
+        -------
+        torch.Tensor of shape (c, c)
+            The Hessian in the intercept.
+        """
         raise NotImplementedError
 
     def optimal_intercept(self, Z, Y, b):
-        """The intercept b (c,) minimizing ``value(Z + b, Y)``, by damped Newton from ``b``."""
+        """The intercept minimizing ``value(Z + b, Y)``, by damped Newton from ``b``.
+
+        Parameters
+        ----------
+        Z : torch.Tensor of shape (n, c)
+            Predictions without intercept.
+        Y : torch.Tensor of shape (n, c)
+            Targets.
+        b : torch.Tensor of shape (c,)
+            The starting intercept.
+
+        Returns
+        -------
+        torch.Tensor of shape (c,)
+            The optimal intercept.
+        """
         for _ in range(100):
             g = self.total(self.grad(Z + b, Y), 0)
             if g.abs().max() <= 1e-15:
@@ -98,7 +274,10 @@ class Loss:
 
 
 class SquaredLoss(Loss):
-    """``F(Z) = 1/(2n) ||Z - Y||_F^2``."""
+    """The squared loss ``F(Z) = 1/(2n) ||Z - Y||_F^2``.
+
+    Its conjugate is ``F*(Theta) = sum n/2 Theta^2 + Theta Y``, smooth everywhere.
+    """
 
     def value(self, Z, Y):
         return 0.5 * self.total((Z - Y) ** 2) / self.n(Z)
@@ -123,7 +302,10 @@ class SquaredLoss(Loss):
 
 
 class LogisticLoss(Loss):
-    """``F(z) = mean_j log(1 + exp(-y_j z_j))`` with labels y in {-1, +1}, shape (n, 1)."""
+    """The logistic loss ``F(z) = mean_j log(1 + exp(-y_j z_j))``, labels y in {-1, +1} (n, 1).
+
+    Its conjugate, with ``t = -n theta y`` in [0, 1], is ``mean_j t_j log t_j + (1 - t_j) log(1 - t_j)``.
+    """
 
     def value(self, Z, Y):
         return self.total(nnf.softplus(-Y * Z)) / self.n(Z)
@@ -168,7 +350,11 @@ class LogisticLoss(Loss):
 
 
 class CrossEntropyLoss(Loss):
-    """``F(Z) = mean_j (logsumexp(z_j) - z_j^T y_j)`` with one-hot targets Y (n, c)."""
+    """The multinomial cross-entropy ``F(Z) = mean_j (logsumexp(z_j) - z_j^T y_j)``, one-hot Y (n, c).
+
+    Its conjugate, with ``q_j = n theta_j + y_j`` on the probability simplex, is
+    ``mean_j sum_k q_jk log q_jk``.
+    """
 
     def value(self, Z, Y):
         return self.total(torch.logsumexp(Z, 1) - (Z * Y).sum(1)) / self.n(Z)

@@ -35,8 +35,10 @@ SUPPORT_RTOL = 1e-6  # groups below this fraction of the largest are the SOCP so
 
 @dataclass
 class MaxMargin:
-    """``max_margin``'s result.
+    """``max_margin``'s result: the max-margin network and its certificate.
 
+    Parameters
+    ----------
     objective_ : float
         ``min sum_g ||w_g||``: the smallest ``sum_j ||w_j|| |a_j|`` of a network with margins >= 1.
     margin_ : float
@@ -87,8 +89,12 @@ def max_margin(X, y, n_patterns=100, gates=None, activation="relu", seed=0):
     Returns
     -------
     MaxMargin
+        The margin, its certificate (dual objective and gap), the weights and the network.
 
-    Raises ValueError when no network of these patterns separates the data.
+    Raises
+    ------
+    ValueError
+        When no network of these patterns separates the data.
     """
     X, y = _labelled(X, y)
     check_choice(activation, "activation", {"relu", "gated"})
@@ -117,8 +123,22 @@ def max_margin(X, y, n_patterns=100, gates=None, activation="relu", seed=0):
 
 
 def normalized_margin(net, X, y):
-    """``min_i y_i f(x_i) / sum_j ||w_j|| |a_j|`` of a two-layer network (no intercept) with one
-    output, on X (n, d) and labels y (n,) of -1/+1: invariant to rescaling the network."""
+    """The normalized margin of a two-layer network with one output and no intercept.
+
+    Parameters
+    ----------
+    net : TwoLayerReLU or TwoLayerGatedReLU
+        The network.
+    X : array (n, d)
+        The data.
+    y : array (n,)
+        Labels -1 and +1.
+
+    Returns
+    -------
+    float
+        ``min_i y_i f(x_i) / sum_j ||w_j|| |a_j|``, invariant to rescaling the network.
+    """
     with torch.no_grad():
         f = net(torch.as_tensor(X, dtype=net.hidden.weight.dtype))[:, 0]
         size = (torch.linalg.vector_norm(net.hidden.weight, dim=1) * net.output.weight[0].abs()).sum()
@@ -126,15 +146,41 @@ def normalized_margin(net, X, y):
 
 
 def gradient_flow(X, y, width=50, steps=4000, init_scale=1e-3, step_size=0.1, seed=0, record_every=10):
-    """Gradient descent on the unregularized logistic loss ``mean log(1 + exp(-y f(X)))`` of a
-    two-layer ReLU network without intercept, ``f(x) = sum_j a_j (w_j^T x)_+``, from a small random
-    start (entries N(0, init_scale^2)): the dynamics whose direction Wang & Pilanci relate to
+    """Gradient descent on the unregularized logistic loss of a two-layer ReLU network.
+
+    The loss is ``mean log(1 + exp(-y f(X)))`` of ``f(x) = sum_j a_j (w_j^T x)_+`` (no intercept),
+    from a small random start: the dynamics whose direction Wang & Pilanci relate to
     ``max_margin``. Steps are ``0.5`` while the loss is above 0.5, then ``step_size / loss``
     (at most 1e6): along a gradient flow that only changes the speed (normalized gradient
     descent, Nacson et al. 2019), without which the margin grows like 1 / log t.
 
-    Returns ``(network, iterations, margins)``: the final network (float64), and the normalized
-    margin ``min_i y_i f(x_i) / sum_j ||w_j|| |a_j|`` every ``record_every`` steps.
+    Parameters
+    ----------
+    X : array (n, d)
+        The data.
+    y : array (n,)
+        Labels -1 and +1.
+    width : int, default 50
+        Hidden neurons.
+    steps : int, default 4000
+        Gradient steps.
+    init_scale : float, default 1e-3
+        The start's entries are N(0, init_scale^2).
+    step_size : float, default 0.1
+        The normalized step, once the loss is below 0.5.
+    seed : int, default 0
+        Seed of the start.
+    record_every : int, default 10
+        Steps between two recorded margins.
+
+    Returns
+    -------
+    network : TwoLayerReLU
+        The final network, float64.
+    iterations : ndarray of int
+        The steps at which margins were recorded.
+    margins : ndarray of float
+        The normalized margin ``min_i y_i f(x_i) / sum_j ||w_j|| |a_j|`` at those steps.
     """
     X, y = _labelled(X, y)
     width, steps, record_every = (check_positive_int(v, name) for v, name in

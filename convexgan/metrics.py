@@ -57,8 +57,25 @@ def _normalized(patches, reference):
 
 
 def sliced_wasserstein(A, B, n_projections=512, repeats=4, generator=None):
-    """Mean over random unit directions of the 1-D Wasserstein-1 distance between the
-    projections of point sets A (n, D) and B (n, D) (equal sizes)."""
+    """The sliced Wasserstein-1 distance between two point sets of equal size.
+
+    Parameters
+    ----------
+    A, B : torch.Tensor of shape (n, D)
+        The point sets.
+    n_projections : int, default 512
+        Random unit directions per repeat.
+    repeats : int, default 4
+        Repeats, each with fresh directions.
+    generator : torch.Generator, optional
+        The directions' random generator.
+
+    Returns
+    -------
+    float
+        The mean over the directions of the one-dimensional Wasserstein-1 distance between the
+        projections.
+    """
     if A.shape != B.shape:
         raise ValueError(f"point sets must have equal shapes, got {tuple(A.shape)} and {tuple(B.shape)}.")
     distances = []
@@ -92,7 +109,9 @@ def ms_swd(fake, real, patches_per_image=128, patch_size=7, min_resolution=16, s
     fake, real : array or torch.Tensor
         Images (N, C, r, r) with values in [0, 1] (or uint8 (N, r, r, C)); cut to the smaller count.
     patches_per_image : int
-        7 x 7 patches drawn from every image at every level.
+        Patches drawn from every image at every level.
+    patch_size : int
+        Their height and width (ProGAN's 7).
     min_resolution : int
         The coarsest level's resolution (16 for 64 x 64 images: levels 64, 32, 16).
     seed : int
@@ -108,6 +127,7 @@ def ms_swd(fake, real, patches_per_image=128, patch_size=7, min_resolution=16, s
     per_level : list of float
         From the finest level to the coarsest.
     mean : float
+        Their mean, the usual single figure.
     """
     fake, real = _as_images(fake, "fake"), _as_images(real, "real")
     if fake.shape[1:] != real.shape[1:]:
@@ -154,8 +174,24 @@ def block_structure(images, block=2):
 
 
 def nearest_neighbour_distance(samples, train, batch=1024):
-    """Per sample, the smallest root-mean-square pixel distance to any training image: (N,).
-    Samples much closer to the training set than held-out real images are memorized."""
+    """Per sample, the smallest root-mean-square pixel distance to any training image.
+
+    Samples much closer to the training set than held-out real images are memorized.
+
+    Parameters
+    ----------
+    samples : array or torch.Tensor
+        Images (N, C, r, r) in [0, 1], or uint8 (N, r, r, C).
+    train : array or torch.Tensor
+        Training images of the same size, in either layout.
+    batch : int, default 1024
+        Samples compared at a time (memory).
+
+    Returns
+    -------
+    torch.Tensor of shape (N,)
+        The distances, in the units of [0, 1] pixels.
+    """
     samples, train = _as_images(samples, "samples").flatten(1), _as_images(train, "train").flatten(1)
     if samples.shape[1] != train.shape[1]:
         raise ValueError("samples and training images differ in shape.")

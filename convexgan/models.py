@@ -26,9 +26,8 @@ solution is from the cones (relative). ``fit`` stops when the gap is ``<= tol`` 
 Solvers: gated programs with the l2 group penalty (one output, or ReLU-style separate outputs)
 and a squared or logistic loss go to the semismooth Newton augmented Lagrangian (``ssnal``);
 the others (nuclear norm, cross-entropy) to FISTA (``solvers``); relu with the squared loss and
-d >= n / 4 to ADMM (``admm``: on 1,000 CIFAR images a gap of 1e-4 with the cones met to 1e-6 in
-about a minute, where the augmented Lagrangian stalls near 0.3), other relu programs to the
-augmented Lagrangian or, small, to exact projections.
+d >= n / 4 to ADMM (``admm``), other relu programs to the augmented Lagrangian or, small, to
+exact projections. BENCHMARKS.md measures each against the others.
 """
 import copy
 import warnings
@@ -73,6 +72,86 @@ def _lifted(basis, W):
     groups = (W != 0).any(0).any(1)
     lifted[:, groups] = (basis @ W[:, groups].reshape(W.shape[0], -1)).reshape(basis.shape[0], -1, W.shape[2])
     return lifted
+
+
+_PARAMETERS = """    Parameters
+    ----------
+    lam : float > 0
+        Weight decay.
+    n_patterns : int
+        Sampled activation patterns (ignored when ``gates`` is given).
+    gates : array (d, P) or None
+        Gate vectors whose patterns ``1[X g >= 0]`` the network uses; None samples them.
+    activation : {"relu", "gated"}
+        "relu": exact, cone-constrained program; "gated": gated ReLU, no cones.
+    tol : float
+        Relative duality gap (and, for relu, cone violation) at which ``fit`` stops.
+    cone_tol : float or None
+        Relu: the relative cone violation at which ``fit`` stops, when it should differ from tol
+        (say a gap of 1e-4 on cones met to 1e-6).
+    max_iter : int
+        Solver iterations in all: Newton steps for "newton", gradient steps otherwise.
+    device : str
+        "cpu" or "cuda".
+    seed : int
+        Seed of the sampled gates.
+    fit_intercept : bool
+        Fit an unpenalized intercept ``b``.
+    dtype : {"float64", "float32"}
+        Precision of the first-order solvers (the Newton solver always works in float64;
+        float32 runs stop only on a float64 certificate).
+    warm_start : bool
+        Start from the last solution and reuse its patterns.
+    solver : str
+        Gated: "newton" (semismooth Newton augmented Lagrangian, second order), "fista", or
+        "auto" (newton where it
+        applies: one output per group, squared or logistic loss). Relu: "admm" (squared loss:
+        one n x n factorization, then four products with the data per iteration),
+        "augmented_lagrangian"
+        (any loss, GPU), "projection" (FISTA with exact cone projections by NNLS: feasible
+        iterates, fast on small problems), or "auto" (projection when ``n * d * G * c <=
+        200,000``, else admm for the squared loss and d >= n / 4, else augmented_lagrangian;
+        the comparison that set these thresholds is in BENCHMARKS.md).
+    precondition : bool
+        FISTA with one output: work in the singular basis of X with the metric ``S^2 / 2n``.
+    distributed : bool
+        Under an initialized ``torch.distributed`` process group (``torchrun``), ``fit(X, y)`` on
+        every rank, each with its own rows, solves the program of all ranks' rows together
+        (activation "gated", FISTA): the patterns (from ``seed``), the solution and every learned
+        attribute are the same on every rank; one rank's bad rows stop every rank with their
+        error. Without a group of several ranks, an ordinary fit. Only ``fit`` is sharded.
+
+    Attributes
+    ----------
+    gates_ : array (d, P)
+        The gates of the patterns the program used.
+    coef_ : array (d, G, c)
+        Group weights (relu: G = 2P, the u's then the v's).
+    intercept_ : array (c,)
+        The unpenalized intercept (zeros without ``fit_intercept``).
+    objective_, dual_objective_ : float
+        The optimum reached and a proven lower bound on it.
+    gap_ : float
+        ``(objective_ - dual_objective_) / objective_``.
+    cone_violation_ : float
+        Relative distance of the solution from the cones (relu; 0 for gated).
+    converged_ : bool
+        Whether ``tol`` (and ``cone_tol``) was met before ``max_iter``.
+    n_iter_ : int
+        Solver iterations.
+    n_neurons_ : int
+        Width of the recovered network.
+    network_ : torch.nn.Module
+        The recovered network (float64): its own objective equals ``objective_``.
+    solver_ : str
+        The solver that ran.
+    n_features_in_ : int
+        Features of X seen in ``fit``.
+    fitted_params_ : dict
+        The parameters of the fitted program (``certify`` and ``network_objective`` use them).
+    history_ : array (k, 4)
+        Iteration, seconds, objective and gap at every certificate.
+"""
 
 
 class _ConvexTwoLayer(BaseEstimator):
@@ -297,25 +376,64 @@ class _ConvexTwoLayer(BaseEstimator):
         return self.network_(torch.from_numpy(X))
 
     def to_torch(self):
-        """A copy of the recovered two-layer network, a trainable ``torch.nn.Module`` (float64)."""
+        """A copy of the recovered two-layer network.
+
+        Returns
+        -------
+        TwoLayerReLU or TwoLayerGatedReLU
+            A trainable ``torch.nn.Module`` (float64) mapping (n, d) to (n, c); its objective on the
+            training data equals ``objective_``.
+        """
         check_is_fitted(self)
         return copy.deepcopy(self.network_).requires_grad_(True)
 
     def network_objective(self, X, y):
-        """The recovered network's non-convex objective on (X, y): mean loss + lam/2 ||weights||^2."""
+        """The recovered network's own non-convex objective on (X, y).
+
+        Parameters
+        ----------
+        X : array-like of shape (n, d)
+            The data.
+        y : array-like of shape (n,) or (n, c)
+            The targets, as for ``fit``.
+
+        Returns
+        -------
+        float
+            ``mean loss + lam/2 (||W1||_F^2 + ||W2||_F^2)``, with the fitted lam; on the training
+            data it equals ``objective_`` (the certificate by recovery).
+        """
         check_is_fitted(self)
         X, Y, loss = self._targets(X, y, "fitted")
         pred = self.network_(torch.from_numpy(X))  # X is checked
         return float(loss.value(pred, torch.as_tensor(Y)) + self.fitted_params_["lam"] * self.network_.weight_penalty())
 
     def certify(self, X, y, coef, intercept=None):
-        """The certificate of any weights ``coef`` (d, G, c) (from another solver, say) for this
-        model's program on (X, y) with its fitted patterns: ``Certificate(primal, dual, gap,
-        cone_violation)``. The intercept, if fitted, is re-optimized first. The program is the one
-        ``fit`` solved (its lam, activation and intercept), whatever ``set_params`` changed since.
-        Its dual point is the scaled gradient at ``coef``; the Newton solver's ``dual_objective_``
-        comes from its own dual iterate when that is better, so ``gap_`` can be smaller than the
-        gap this gives for the same weights (both bound the suboptimality)."""
+        """The duality-gap certificate of any weights for this model's program.
+
+        The program is the one ``fit`` solved (its patterns, lam, activation and intercept),
+        whatever ``set_params`` changed since. The intercept, if fitted, is re-optimized first.
+        The dual point is the scaled gradient at ``coef``; the Newton solver's
+        ``dual_objective_`` comes from its own dual iterate when that is better, so ``gap_`` can
+        be smaller than the gap this gives for the same weights (both bound the suboptimality).
+
+        Parameters
+        ----------
+        X : array-like of shape (n, d)
+            The data.
+        y : array-like of shape (n,) or (n, c)
+            The targets, as for ``fit``.
+        coef : array-like of shape (d, G, c)
+            Group weights, from any solver.
+        intercept : array-like of shape (c,), optional
+            The starting intercept.
+
+        Returns
+        -------
+        Certificate
+            ``primal``, ``dual`` (a proven lower bound on the optimum), the relative ``gap`` and
+            the ``cone_violation``.
+        """
         check_is_fitted(self)
         X, Y, loss = self._targets(X, y, "fitted")
         program = self._program(X, Y, loss, X @ self.gates_ >= 0, self.fitted_params_)
@@ -331,9 +449,23 @@ class _ConvexTwoLayer(BaseEstimator):
         return program.certificate(coef, b, XW, multipliers, refine=program.cone)
 
     def lam_max(self, X, y):
-        """The smallest lam at which the all-zero network is optimal (exact for gated; for relu, a
-        value at and above which zero is optimal), for the current parameters. Learned attributes
-        are left as they are."""
+        """The smallest lam at which the all-zero network is optimal.
+
+        Exact for gated programs; for relu, a value at and above which zero is optimal. It uses the
+        current parameters and leaves learned attributes as they are.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, d)
+            The data.
+        y : array-like of shape (n,) or (n, c)
+            The targets, as for ``fit``.
+
+        Returns
+        -------
+        float
+            ``max_i ||(D_i X)^T grad F(b)||`` over the patterns, at the optimal intercept b.
+        """
         X, Y, loss = self._targets(X, y, "free")
         masks, _ = self._patterns(X)
         program = self._program(X, Y, loss, masks)
@@ -345,81 +477,9 @@ class _ConvexTwoLayer(BaseEstimator):
 
 
 class ConvexReLU(RegressorMixin, _ConvexTwoLayer):
-    """Two-layer (gated) ReLU regression with squared loss, trained by convex optimization.
+    __doc__ = f"""Two-layer (gated) ReLU regression with squared loss, trained by convex optimization.
 
-    Parameters
-    ----------
-    lam : float > 0
-        Weight decay.
-    n_patterns : int
-        Sampled activation patterns (ignored when ``gates`` is given).
-    gates : array (d, P) or None
-        Gate vectors whose patterns ``1[X g >= 0]`` the network uses; None samples them.
-    activation : {"relu", "gated"}
-        "relu": exact, cone-constrained program; "gated": gated ReLU, no cones.
-    tol : float
-        Relative duality gap (and, for relu, cone violation) at which ``fit`` stops.
-    cone_tol : float or None
-        Relu: the relative cone violation at which ``fit`` stops, when it should differ from tol
-        (say a gap of 1e-4 on cones met to 1e-6).
-    max_iter : int
-        Solver iterations in all: Newton steps for "newton", gradient steps otherwise.
-    device : str
-        "cpu" or "cuda".
-    seed : int
-        Seed of the sampled gates.
-    fit_intercept : bool
-    dtype : {"float64", "float32"}
-        Precision of the first-order solvers (the Newton solver always works in float64;
-        float32 runs stop only on a float64 certificate).
-    warm_start : bool
-        Start from the last solution and reuse its patterns.
-    solver : str
-        Gated: "newton" (semismooth Newton augmented Lagrangian: certified gaps of 1e-8 in
-        seconds where FISTA takes minutes for 1e-2), "fista", or "auto" (newton where it
-        applies: one output per group, squared or logistic loss). Relu: "admm" (squared loss:
-        one n x n factorization, then four products with the data per iteration; certified gaps
-        of 1e-4 in a minute where the augmented Lagrangian stalls), "augmented_lagrangian"
-        (any loss, GPU), "projection" (FISTA with exact cone projections by NNLS: feasible
-        iterates, fast on small problems), or "auto" (projection when ``n * d * G * c <=
-        200,000``, else admm for the squared loss and d >= n / 4, else augmented_lagrangian:
-        after 1,500 iterations on n = 1,000 random rows, ADMM's gap was 2.1e-3 against 0.17 at
-        d = 300, 0.15 against 0.032 at d = 100).
-    precondition : bool
-        FISTA with one output: work in the singular basis of X with the metric ``S^2 / 2n``.
-    distributed : bool
-        Under an initialized ``torch.distributed`` process group (``torchrun``), ``fit(X, y)`` on
-        every rank, each with its own rows, solves the program of all ranks' rows together
-        (activation "gated", FISTA): the patterns (from ``seed``), the solution and every learned
-        attribute are the same on every rank; one rank's bad rows stop every rank with their
-        error. Without a group of several ranks, an ordinary fit. Only ``fit`` is sharded.
-
-    Attributes
-    ----------
-    gates_ : array (d, P)
-    coef_ : array (d, G, c)
-        Group weights (relu: G = 2P, the u's then the v's).
-    intercept_ : array (c,)
-    objective_, dual_objective_ : float
-        The optimum reached and a proven lower bound on it.
-    gap_ : float
-        ``(objective_ - dual_objective_) / objective_``.
-    cone_violation_ : float
-        Relative distance of the solution from the cones (relu; 0 for gated).
-    converged_ : bool
-    n_iter_ : int
-    n_neurons_ : int
-        Width of the recovered network.
-    network_ : torch.nn.Module
-        The recovered network (float64): its own objective equals ``objective_``.
-    solver_ : str
-        The solver that ran.
-    n_features_in_ : int
-    fitted_params_ : dict
-        The parameters of the fitted program (``certify`` and ``network_objective`` use them).
-    history_ : array (k, 4)
-        Iteration, seconds, objective and gap at every certificate.
-    """
+{_PARAMETERS}    """
 
     def _targets(self, X, y, mode):
         X, y = self._check_data(X, y, mode, multi_output=True, y_numeric=True)
@@ -433,20 +493,48 @@ class ConvexReLU(RegressorMixin, _ConvexTwoLayer):
         return tags
 
     def fit(self, X, y):
-        """X (n, d), y (n,) or (n, c)."""
+        """Solve the convex program on (X, y) and recover its network.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, d)
+            The data.
+        y : array-like of shape (n,) or (n, c)
+            The targets.
+
+        Returns
+        -------
+        ConvexReLU
+            The fitted estimator.
+        """
         return self._fit(*self._targets(X, y, "fit"))
 
     def predict(self, X):
-        """(n,) or (n, c) like the fitted y."""
+        """The recovered network's predictions.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, d)
+            The data.
+
+        Returns
+        -------
+        ndarray of shape (n,) or (n, c)
+            Predictions, shaped like the fitted y.
+        """
         pred = self._decision(X).numpy()
         return pred[:, 0] if self._y_ndim == 1 else pred
 
 
 class ConvexReLUClassifier(ClassifierMixin, _ConvexTwoLayer):
-    """Two-layer (gated) ReLU classifier trained by convex optimization: logistic loss for two
-    classes (one output, labels mapped to -1/+1 in the order of ``classes_``), multinomial
-    cross-entropy for more (one output per class). Parameters and learned attributes as for
-    ``ConvexReLU``, plus ``classes_``."""
+    __doc__ = f"""Two-layer (gated) ReLU classifier trained by convex optimization.
+
+    The loss is logistic for two classes (one output, labels mapped to -1/+1 in the order of
+    ``classes_``) and the multinomial cross-entropy for more (one output per class).
+
+{_PARAMETERS}    classes_ : ndarray of shape (c,)
+        The labels seen in ``fit``, sorted.
+    """
 
     def _targets(self, X, y, mode):
         """Targets encoded with the fitted ``classes_`` (``mode`` "fitted") or with the classes of y
@@ -468,15 +556,51 @@ class ConvexReLUClassifier(ClassifierMixin, _ConvexTwoLayer):
         return X, np.eye(len(classes))[index], losses.CrossEntropyLoss()
 
     def fit(self, X, y):
-        """X (n, d), y (n,) labels of any sortable type, at least two classes."""
+        """Solve the convex program on (X, y) and recover its network.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, d)
+            The data.
+        y : array-like of shape (n,)
+            Labels of any sortable type, at least two classes.
+
+        Returns
+        -------
+        ConvexReLUClassifier
+            The fitted estimator.
+        """
         return self._fit(*self._targets(X, y, "fit"))
 
     def decision_function(self, X):
-        """(n,) margins for two classes, (n, c) logits for more."""
+        """The recovered network's class scores.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, d)
+            The data.
+
+        Returns
+        -------
+        ndarray of shape (n,) or (n, c)
+            Margins for two classes (positive: ``classes_[1]``), logits for more.
+        """
         scores = self._decision(X).numpy()
         return scores[:, 0] if scores.shape[1] == 1 else scores
 
     def predict_proba(self, X):
+        """Class probabilities: the sigmoid of the margin, or the softmax of the logits.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, d)
+            The data.
+
+        Returns
+        -------
+        ndarray of shape (n, c)
+            Probabilities in the order of ``classes_``.
+        """
         scores = self._decision(X)
         if scores.shape[1] == 1:
             p = torch.sigmoid(scores)
@@ -484,6 +608,17 @@ class ConvexReLUClassifier(ClassifierMixin, _ConvexTwoLayer):
         return torch.softmax(scores, 1).numpy()
 
     def predict(self, X):
-        """(n,) labels from ``classes_``."""
+        """The most probable class of every row.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, d)
+            The data.
+
+        Returns
+        -------
+        ndarray of shape (n,)
+            Labels from ``classes_``.
+        """
         probabilities = self.predict_proba(X)
         return self.classes_[probabilities.argmax(1)]

@@ -6,7 +6,19 @@ from torch import nn
 
 
 class TwoLayerReLU(nn.Module):
-    """``f(x) = W2 relu(W1 x) + b``: hidden (m, d) -> output (c, m). Input (n, d), output (n, c)."""
+    """The two-layer ReLU network ``f(x) = W2 relu(W1 x) + b``.
+
+    Parameters
+    ----------
+    d : int
+        Input features.
+    m : int
+        Hidden neurons: ``hidden`` is ``nn.Linear(d, m)`` without bias (W1, shape (m, d)).
+    c : int
+        Outputs: ``output`` is ``nn.Linear(m, c)`` (W2, shape (c, m), and b).
+    bias : bool, default True
+        Whether the output layer has the intercept b.
+    """
 
     def __init__(self, d, m, c, bias=True):
         super().__init__()
@@ -14,33 +26,100 @@ class TwoLayerReLU(nn.Module):
         self.output = nn.Linear(m, c, bias=bias)
 
     def activation(self, x):
+        """The hidden layer's output.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (..., d)
+            Inputs.
+
+        Returns
+        -------
+        torch.Tensor of shape (..., m)
+            ``relu(W1 x)``.
+        """
         return torch.relu(self.hidden(x))
 
     def forward(self, x):
+        """The network's output.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (..., d)
+            Inputs.
+
+        Returns
+        -------
+        torch.Tensor of shape (..., c)
+            ``f(x)``.
+        """
         return self.output(self.activation(x))
 
     def weight_penalty(self):
-        """``1/2 (||W1||_F^2 + ||W2||_F^2)``; the intercept is not penalized."""
+        """The weight decay term, without lam; the intercept is not penalized.
+
+        Returns
+        -------
+        torch.Tensor
+            The scalar ``1/2 (||W1||_F^2 + ||W2||_F^2)``.
+        """
         return 0.5 * (self.hidden.weight.pow(2).sum() + self.output.weight.pow(2).sum())
 
 
 class TwoLayerGatedReLU(TwoLayerReLU):
-    """``f(x) = W2 ((W1 x) * 1[gates^T x >= 0]) + b``. gates (d, m) is a buffer, not trained."""
+    """The two-layer gated ReLU network ``f(x) = W2 ((W1 x) * 1[gates^T x >= 0]) + b``.
+
+    Parameters
+    ----------
+    d : int
+        Input features.
+    m : int
+        Hidden neurons; ``gates`` (d, m) is a buffer, not trained.
+    c : int
+        Outputs.
+    bias : bool, default True
+        Whether the output layer has the intercept b.
+    """
 
     def __init__(self, d, m, c, bias=True):
         super().__init__(d, m, c, bias)
         self.register_buffer("gates", torch.zeros(d, m))
 
     def activation(self, x):
+        """The hidden layer's output.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (..., d)
+            Inputs.
+
+        Returns
+        -------
+        torch.Tensor of shape (..., m)
+            ``(W1 x) * 1[gates^T x >= 0]``.
+        """
         # in place on the fresh hidden output: one pass less over an (n, m) tensor
         return self.hidden(x).masked_fill_(x @ self.gates < 0, 0)
 
     def forward(self, x):
-        """Neurons that share a gate act on its half-space as one linear map, ``x -> x^T sum_i w_i a_i^T``
+        """The network's output.
+
+        Neurons that share a gate act on its half-space as one linear map, ``x -> x^T sum_i w_i a_i^T``
         (d, c): with fewer distinct gates J than neurons m (a convex solution has up to min(d, c)
         neurons per gate), the output is one product of the gated inputs ``[x 1[x^T g_j >= 0]]_j``
         (n, J d) with the J stacked maps, ``J d (c + 2)`` multiply-adds per row instead of
-        ``m (2 d + c)``, and no (n, m) hidden tensor. x (..., d) -> (..., c)."""
+        ``m (2 d + c)``, and no (n, m) hidden tensor.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (..., d)
+            Inputs.
+
+        Returns
+        -------
+        torch.Tensor of shape (..., c)
+            ``f(x)``.
+        """
         (m, d), c = self.hidden.weight.shape, self.output.weight.shape[0]
         if x.shape[-1] != d:  # the rows are read by reshape, which would not notice
             raise ValueError(f"x must have {d} features in its last axis, got shape {tuple(x.shape)}.")

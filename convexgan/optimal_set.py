@@ -46,8 +46,10 @@ from .validation import check_array, check_choice, check_positive, check_X_y
 
 @dataclass
 class NetworkCertificate:
-    """``certify_network``'s result.
+    """``certify_network``'s result: a network's objective against the global optimum.
 
+    Parameters
+    ----------
     objective : float
         The network's own objective on (X, y).
     lower_bound : float
@@ -77,6 +79,7 @@ def certify_network(net, X, y, lam, loss="squared", max_patterns=20000):
     net : TwoLayerReLU
         ``f(x) = W2 relu(W1 x) + b`` with W1 (m, d), W2 (1, m), with or without an intercept.
     X : array (n, d)
+        The data; every pattern of it is enumerated (small data).
     y : array (n,)
         Targets (squared loss) or labels -1/+1 (logistic loss).
     lam : float > 0
@@ -89,6 +92,7 @@ def certify_network(net, X, y, lam, loss="squared", max_patterns=20000):
     Returns
     -------
     NetworkCertificate
+        The objective, the lower bound, the relative gap and the best neuron to add.
     """
     X, y = check_X_y(X, y)
     check_positive(lam, "lam")
@@ -139,6 +143,8 @@ def certify_network(net, X, y, lam, loss="squared", max_patterns=20000):
 class OptimalSet:
     """``optimal_set``'s result: every optimum of a fitted model's program.
 
+    Parameters
+    ----------
     unique : bool
         Whether the program has one solution (its fitted one).
     groups : numpy.ndarray
@@ -160,17 +166,31 @@ class OptimalSet:
 
 
 def optimal_set(model, X, y, rtol=1e-6):
-    """The optimal set of a fitted ``ConvexReLU`` or ``ConvexReLUClassifier`` (one output; relu or
-    gated) for its program on (X, y), the data it was fitted on.
+    """Every optimum of a fitted model's program on the data it was fitted on.
+
+    The model is a fitted ``ConvexReLU`` or ``ConvexReLUClassifier`` with one output, relu or gated.
 
     The answer is read from the fitted solution, so solve to a tight ``tol`` first (say 1e-10;
     the Newton solver reaches it in seconds): groups count as equicorrelated when their dual norm
     is within ``rtol`` of lam, as used when their weight exceeds ``rtol`` of the largest, and moves
     as keeping the predictions when they change them by less than ``rtol`` (relative).
 
+    Parameters
+    ----------
+    model : ConvexReLU or ConvexReLUClassifier
+        The fitted model.
+    X : array-like of shape (n, d)
+        The data it was fitted on.
+    y : array-like of shape (n,)
+        Its targets.
+    rtol : float, default 1e-6
+        The relative tolerance of the three tests above.
+
     Returns
     -------
     OptimalSet
+        The groups any optimum uses, their directions, whether the optimum is unique, and
+        otherwise a second optimal network.
     """
     check_is_fitted(model)
     rtol = check_positive(rtol, "rtol")
@@ -218,7 +238,24 @@ def optimal_set(model, X, y, rtol=1e-6):
 
 
 def is_unique(model, X, y, rtol=1e-6):
-    """Whether a fitted model's program has a single solution (``optimal_set(...).unique``)."""
+    """Whether a fitted model's program has a single solution.
+
+    Parameters
+    ----------
+    model : ConvexReLU or ConvexReLUClassifier
+        The fitted model, as for ``optimal_set``.
+    X : array-like of shape (n, d)
+        The data it was fitted on.
+    y : array-like of shape (n,)
+        Its targets.
+    rtol : float, default 1e-6
+        As for ``optimal_set``.
+
+    Returns
+    -------
+    bool
+        ``optimal_set(model, X, y, rtol).unique``.
+    """
     return optimal_set(model, X, y, rtol).unique
 
 
@@ -251,12 +288,15 @@ def _null_space(A, rtol):
 
 
 def prune(net, X, rtol=1e-10):
-    """A network with the same predictions on X, an objective not larger, and at most n c neurons
-    (n rows of X, c outputs), every neuron balanced.
+    """Prune a network to at most n c neurons with the same predictions on X.
+
+    The pruned network has an objective no larger, at most n c neurons (n rows of X, c outputs),
+    and every neuron balanced.
 
     Parameters
     ----------
     net : TwoLayerReLU or TwoLayerGatedReLU
+        The network to prune.
     X : array (n, d)
         The data whose predictions are kept.
     rtol : float

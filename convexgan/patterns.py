@@ -43,11 +43,26 @@ def _unique_columns_across_ranks(masks, gates):
 
 
 def sample_patterns(X, n_patterns, seed=0, across_ranks=False):
-    """Patterns of Gaussian gates ``g ~ N(0, I_d)``.
+    """Activation patterns ``1[X g >= 0]`` of Gaussian gates ``g ~ N(0, I_d)``.
 
-    X: (n, d) array. Returns ``(masks, gates)``: masks (n, P) bool with ``P <= n_patterns``
-    (duplicates and the all-zero pattern removed), gates (d, P) float64. ``across_ranks``: X is
-    this rank's rows; the gates (from the seed) and the kept columns are the same on every rank.
+    Parameters
+    ----------
+    X : array-like of shape (n, d)
+        The data.
+    n_patterns : int
+        Gates to draw; duplicate and all-zero patterns are removed.
+    seed : int, default 0
+        Seed of the gates.
+    across_ranks : bool, default False
+        X is this rank's rows of a ``torch.distributed`` group: the gates (from the seed) and the
+        kept columns are the same on every rank.
+
+    Returns
+    -------
+    masks : ndarray of bool, shape (n, P)
+        The patterns, ``P <= n_patterns``.
+    gates : ndarray of float64, shape (d, P)
+        Their gates.
     """
     X = check_array(X, "X", ndim=2, min_rows=0 if across_ranks else 1)
     n_patterns = check_positive_int(n_patterns, "n_patterns")
@@ -108,9 +123,26 @@ def enumerate_patterns(X, max_patterns=20000, rtol=1e-10):
     hyperplanes, so this is meant for small rank or small n. Every weight vector lies in the
     closure of an open cell, so these patterns are all that the convex ReLU program needs.
 
-    Returns ``(masks, gates)``: masks (n, P) bool, gates (d, P) float64, each gate strictly
-    inside its cell (so ``X @ gates >= 0`` reproduces masks robustly).
-    Raises ValueError when the cells would exceed ``max_patterns``.
+    Parameters
+    ----------
+    X : array-like of shape (n, d)
+        The data.
+    max_patterns : int, default 20000
+        The most cells to enumerate.
+    rtol : float, default 1e-10
+        Relative tolerance of the rank of X and of parallel hyperplanes.
+
+    Returns
+    -------
+    masks : ndarray of bool, shape (n, P)
+        Every distinct nonzero pattern.
+    gates : ndarray of float64, shape (d, P)
+        Each gate strictly inside its cell, so ``X @ gates >= 0`` reproduces masks robustly.
+
+    Raises
+    ------
+    ValueError
+        When X is zero, or the cells would exceed ``max_patterns``.
     """
     X = check_array(X, "X", ndim=2)
     _, s, Vt = np.linalg.svd(X, full_matrices=False)
@@ -141,10 +173,30 @@ def enumerate_patterns(X, max_patterns=20000, rtol=1e-10):
 def conv_patterns(images, n_patterns, kernel_size=3, stride=1, padding=1, seed=0):
     """Patterns of image patches under Gaussian convolutional gates.
 
-    images: (N, C, H, W) array or tensor. A gate is a filter ``g`` of shape (C, k, k); its pattern is
-    ``1[patch^T g >= 0]`` over every patch of every image.
-    Returns ``(masks, gates)``: masks (N, P, H_out, W_out) bool tensor (duplicates and all-zero
-    patterns removed), gates (P, C, k, k) float tensor, usable as a ``conv2d`` weight.
+    A gate is a filter ``g`` of shape (C, k, k); its pattern is ``1[patch^T g >= 0]`` over every
+    patch of every image.
+
+    Parameters
+    ----------
+    images : array-like or torch.Tensor of shape (N, C, H, W)
+        The images.
+    n_patterns : int
+        Gates to draw; duplicate and all-zero patterns are removed.
+    kernel_size : int, default 3
+        The filters' height and width k.
+    stride : int, default 1
+        The convolution's stride.
+    padding : int, default 1
+        The convolution's zero padding.
+    seed : int, default 0
+        Seed of the gates.
+
+    Returns
+    -------
+    masks : torch.Tensor of bool, shape (N, P, H_out, W_out)
+        The patterns.
+    gates : torch.Tensor of shape (P, C, k, k)
+        Their filters, usable as a ``conv2d`` weight.
     """
     images = torch.as_tensor(check_array(images, "images", ndim=4))
     n_patterns = check_positive_int(n_patterns, "n_patterns")

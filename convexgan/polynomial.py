@@ -48,6 +48,7 @@ class ConvexQuadraticNet(RegressorMixin, BaseEstimator):
         The activation's coefficients (a != 0 or b != 0); the default 0.09 t^2 + 0.5 t + 0.47 is a
         quadratic close to the ReLU on [-4, 4] (Bartan & Pilanci's).
     lam : float > 0
+        The l1 penalty on the output weights alpha.
 
     Attributes
     ----------
@@ -71,7 +72,20 @@ class ConvexQuadraticNet(RegressorMixin, BaseEstimator):
         self.lam = lam
 
     def fit(self, X, y):
-        """X (n, d), y (n,)."""
+        """Solve the semidefinite program on (X, y) and recover its neurons.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, d)
+            The data.
+        y : array-like of shape (n,)
+            The targets.
+
+        Returns
+        -------
+        ConvexQuadraticNet
+            The fitted estimator.
+        """
         check_positive(self.lam, "lam")
         for name in ("a", "b", "c"):
             value = getattr(self, name)
@@ -104,13 +118,38 @@ class ConvexQuadraticNet(RegressorMixin, BaseEstimator):
         return network.requires_grad_(False)
 
     def predict(self, X):
+        """The recovered network's predictions.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, d)
+            The data.
+
+        Returns
+        -------
+        ndarray of shape (n,)
+            ``f(X)``.
+        """
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=np.float64)
         with torch.no_grad():
             return self.network_(torch.from_numpy(X))[:, 0].numpy()
 
     def network_objective(self, X, y):
-        """The recovered network's own objective ``1/(2n) ||f(X) - y||^2 + lam ||alpha||_1``."""
+        """The recovered network's own objective.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, d)
+            The data.
+        y : array-like of shape (n,)
+            The targets.
+
+        Returns
+        -------
+        float
+            ``1/(2n) ||f(X) - y||^2 + lam ||alpha||_1``; on the training data it equals ``objective_``.
+        """
         check_is_fitted(self)
         X, y = validate_data(self, X, y, reset=False, dtype=np.float64, y_numeric=True)
         return float(0.5 * np.mean((self.predict(X) - y) ** 2) + self.lam * np.abs(self.alpha_).sum())

@@ -143,6 +143,7 @@ def svt(X, lam=None, rank=None, device=None):
     G : array
         (n, d), the kind and floating dtype of X.
     lam : float
+        The threshold used (the given one, or the one that keeps ``rank`` directions).
     """
     X, xp, back = _backend(to_device(X, device))
     X = _as_float(X, xp)
@@ -153,8 +154,7 @@ def svt(X, lam=None, rank=None, device=None):
 
 
 class GramAccumulator:
-    """Streams ``X^T X``, the column sums and the count over batches (b, d), so that n x d never
-    needs to fit in memory.
+    """Streams ``X^T X``, the column sums and the count over batches, so that X never needs to fit in memory.
 
     Parameters
     ----------
@@ -174,7 +174,18 @@ class GramAccumulator:
         self.sum_outer, self.sum, self.count, self._back = None, None, 0, None
 
     def update(self, batch):
-        """Add a batch (b, d). Returns self."""
+        """Add a batch of rows.
+
+        Parameters
+        ----------
+        batch : array (NumPy, CuPy or torch) of shape (b, d)
+            Rows of X, of the same kind as the earlier batches.
+
+        Returns
+        -------
+        GramAccumulator
+            self, so that updates chain.
+        """
         batch, xp, back = _backend(batch)
         if batch.ndim == 2 and batch.shape[0] == 0 and batch.shape[1] > 0:  # an empty shard: only d is known
             batch = xp.zeros((0, batch.shape[1]), dtype=_as_float(batch, xp).dtype)
@@ -194,8 +205,15 @@ class GramAccumulator:
         return self
 
     def all_reduce(self):
-        """Sum the statistics over all ranks of the process group, with one collective (nothing
-        without one). Returns self."""
+        """Sum the statistics over all ranks of the process group, with one collective.
+
+        Without a process group of several ranks it does nothing.
+
+        Returns
+        -------
+        GramAccumulator
+            self.
+        """
         from .distributed import all_reduce_sum, as_tensor_view
         if self.sum_outer is None:
             raise ValueError("all_reduce before any update: update with this rank's rows, or an empty (0, d) batch.")
@@ -215,7 +233,13 @@ class GramAccumulator:
         return self._back(self._mean())
 
     def gram(self):
-        """(d, d): ``X^T X``, of the centered data when ``centered``."""
+        """The Gram matrix of the rows streamed so far.
+
+        Returns
+        -------
+        array of shape (d, d)
+            ``X^T X``, of the centered data when ``centered``; of the batches' kind.
+        """
         mean = self._mean()
         if not self.centered:
             return self._back(self.sum_outer)
@@ -290,6 +314,7 @@ def svt_factor(gram, lam=None, rank=None):
         (k, d), ``(S^2 - lam)_+^{1/2} V^T`` over the k kept directions, the kind of ``gram``;
         ``G* = Q B`` for any Q (n, k) with orthonormal columns.
     lam : float
+        The threshold used.
     """
     Vt, _, kept, lam = svt_basis(gram, lam, rank)
     return kept[:, None] ** 0.5 * Vt, lam
@@ -317,6 +342,7 @@ def svt_factors(X, lam=None, rank=None):
         (k, d), the right factor; ``G* = Q @ B``. Both of X's kind and floating dtype. Signs are
         canonical (``canonical_signs``): the same whichever Gram matrix was decomposed.
     lam : float
+        The threshold used.
     """
     X, xp, back = _backend(X)
     X = _as_float(X, xp)

@@ -68,18 +68,20 @@ class ConvexThreeLayer(RegressorMixin, BaseEstimator):
     Parameters
     ----------
     lam : float > 0
+        Weight decay.
     n_patterns : int or "all"
         First-layer patterns: sampled (Gaussian gates), or every pattern of X (enumerated).
     n_patterns_second : int or "all"
         Second-layer patterns: sampled from random three-layer networks on the first-layer gates,
         or every nonempty subset of the rows (n <= 10).
     seed : int
+        Seed of the sampled patterns.
 
     Attributes
     ----------
     objective_ : float
     network_ : ParallelThreeLayer
-        float64; its objective ``1/(2n) ||f(X) - y||^2 + lam network_.penalty()`` equals objective_.
+        float64; its objective ``1/(2n) ||f(X) - y||^2 + lam network_.penalty()`` equals ``objective_``.
     n_subnetworks_ : int
     coef_ : array (d, G)
         The group weights u, in the order of ``groups_``.
@@ -95,7 +97,22 @@ class ConvexThreeLayer(RegressorMixin, BaseEstimator):
         self.seed = seed
 
     def fit(self, X, y):
-        """X (n, d), y (n,). No intercept: append a constant column to X for biases."""
+        """Solve the convex program on (X, y) and recover the three-layer network.
+
+        No intercept is fitted: append a constant column to X for biases.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, d)
+            The data.
+        y : array-like of shape (n,)
+            The targets.
+
+        Returns
+        -------
+        ConvexThreeLayer
+            The fitted estimator.
+        """
         check_positive(self.lam, "lam")
         for name in ("n_patterns", "n_patterns_second"):
             if getattr(self, name) != "all":
@@ -143,18 +160,49 @@ class ConvexThreeLayer(RegressorMixin, BaseEstimator):
         return ParallelThreeLayer(*(torch.from_numpy(v) for v in (W, b, a))).double().requires_grad_(False)
 
     def predict(self, X):
+        """The recovered network's predictions.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, d)
+            The data.
+
+        Returns
+        -------
+        ndarray of shape (n,)
+            ``f(X)``.
+        """
         check_is_fitted(self)
         X = validate_data(self, X, reset=False, dtype=np.float64)
         with torch.no_grad():
             return self.network_(torch.from_numpy(X))[:, 0].numpy()
 
     def to_torch(self):
-        """A trainable copy of the recovered network."""
+        """A trainable copy of the recovered network.
+
+        Returns
+        -------
+        ParallelThreeLayer
+            W (K, d, m1), b (K, m1), a (K,), float64.
+        """
         check_is_fitted(self)
         return ParallelThreeLayer(*(p.detach().clone() for p in (self.network_.W, self.network_.b, self.network_.a)))
 
     def network_objective(self, X, y):
-        """``1/(2n) ||f(X) - y||^2 + lam sum_k ||W_k||_F ||b_k|| |a_k|`` of the recovered network."""
+        """The recovered network's own objective.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, d)
+            The data.
+        y : array-like of shape (n,)
+            The targets.
+
+        Returns
+        -------
+        float
+            ``1/(2n) ||f(X) - y||^2 + lam sum_k ||W_k||_F ||b_k|| |a_k|``; on the training data it equals ``objective_``.
+        """
         check_is_fitted(self)
         X, y = validate_data(self, X, y, reset=False, dtype=np.float64, y_numeric=True)
         with torch.no_grad():

@@ -103,7 +103,9 @@ class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
         whitening; the weight decay is then on the raw filters, and FISTA is far slower on
         natural images).
     seed : int
+        Seed of the sampled gates.
     device : str
+        Where the solves run ("cpu" or "cuda").
     dtype : {"float32", "float64"}
         Precision of the solves (float32 certificates are confirmed in float64).
     distributed : bool
@@ -167,10 +169,27 @@ class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
         return widths, patterns, downsample
 
     def fit(self, X, y, X_test=None, y_test=None, checkpoint=None, on_stage=None):
-        """X uint8 (N, H, W, C) or float (N, C, H, W); y (N,) labels. With ``X_test, y_test`` every
-        stage's test accuracy is recorded too. ``checkpoint``: a file written atomically after
-        every stage; a rerun with the same data and parameters resumes from it.
-        ``on_stage(stage_record)`` is called after each stage."""
+        """Train the stack block by block, each block a certified convex program.
+
+        Parameters
+        ----------
+        X : array-like
+            Images: uint8 (N, H, W, C), float (N, C, H, W) in [0, 1], or a table (N, D).
+        y : array-like of shape (N,)
+            Labels of any sortable type, at least two classes.
+        X_test, y_test : array-like, optional
+            Held-out images and labels: every stage's test accuracy is recorded too.
+        checkpoint : str or path-like, optional
+            A file written atomically after every stage; a rerun with the same data and
+            parameters resumes from it.
+        on_stage : callable, optional
+            Called with each stage's record (``stages_[k]``) after the stage.
+
+        Returns
+        -------
+        LayerwiseConvexClassifier
+            The fitted classifier.
+        """
         widths, patterns, downsample = self._config()
         sharded = bool(self.distributed) and is_distributed()
         with agree("checking its images") if sharded else nullcontext():
@@ -322,19 +341,47 @@ class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
         return self._forward(self.network_, self._images(X, reset=False)).numpy()
 
     def decision_function(self, X):
-        """(N, K) class scores; for two classes (N,), the margin of the second class over the
-        first (scikit-learn's convention)."""
+        """The stack's class scores.
+
+        Parameters
+        ----------
+        X : array-like
+            Images: uint8 (N, H, W, C), float (N, C, H, W) in [0, 1], or a table (N, D).
+
+        Returns
+        -------
+        ndarray of shape (N, K) or (N,)
+            Class scores; for two classes the margin of the second class over the first
+            (scikit-learn's convention).
+        """
         scores = self._scores(X)
         return scores[:, 1] - scores[:, 0] if scores.shape[1] == 2 else scores
 
     def predict(self, X):
-        """(N,) labels from ``classes_``."""
+        """The class of every image.
+
+        Parameters
+        ----------
+        X : array-like
+            Images: uint8 (N, H, W, C), float (N, C, H, W) in [0, 1], or a table (N, D).
+
+        Returns
+        -------
+        ndarray of shape (N,)
+            Labels from ``classes_``.
+        """
         scores = self._scores(X)  # before classes_: an unfitted model raises NotFittedError
         return self.classes_[scores.argmax(1)]
 
     def to_torch(self):
-        """The trained stack as an ordinary ``nn.Sequential`` (float32) mapping (N, C, H, W) images
-        in [0, 1] to (N, K) class scores (with ``mirror_tta``, inside a ``MirrorAverage``)."""
+        """The trained stack as an ordinary module.
+
+        Returns
+        -------
+        torch.nn.Sequential or MirrorAverage
+            A copy (float32) mapping (N, C, H, W) images in [0, 1] to (N, K) class scores (with
+            ``mirror_tta``, the ``nn.Sequential`` inside a ``MirrorAverage``).
+        """
         check_is_fitted(self)
         return copy.deepcopy(self.network_)
 

@@ -194,7 +194,13 @@ class RefineStage(nn.Module):
 
 
 class ProgressiveGenerator(nn.Module):
-    """A stack of stages; ``sample(n, seed)`` gives (n, C, r, r) images in [0, 1]."""
+    """A trained face generator: a stack of stages, each doubling the resolution.
+
+    Parameters
+    ----------
+    stages : sequence of nn.Module, default ()
+        A ``GaussianStage`` (the closed-form linear generator), then one ``RefineStage`` per doubling.
+    """
 
     def __init__(self, stages=()):
         super().__init__()
@@ -202,10 +208,22 @@ class ProgressiveGenerator(nn.Module):
 
     @property
     def resolution(self):
+        """The side r of the generated images, in pixels (int)."""
         return self.stages[-1].shape[-1]
 
     def forward(self, noises):
-        """noises: one (N, noise_dim) tensor per stage -> images (N, C, r, r), unclipped."""
+        """Generate images from one noise tensor per stage.
+
+        Parameters
+        ----------
+        noises : sequence of torch.Tensor
+            One (N, noise_dim) tensor per stage.
+
+        Returns
+        -------
+        torch.Tensor of shape (N, C, r, r)
+            Images, unclipped.
+        """
         x = None
         if len(noises) != len(self.stages):
             raise ValueError(f"forward needs one noise tensor per stage ({len(self.stages)}), got {len(noises)}.")
@@ -215,7 +233,22 @@ class ProgressiveGenerator(nn.Module):
 
     @torch.no_grad()
     def sample(self, n, seed=0, batch=256):
-        """n images (n, C, r, r) in [0, 1], float32; the same seed gives the same images."""
+        """Draw images; the same seed gives the same images.
+
+        Parameters
+        ----------
+        n : int
+            How many.
+        seed : int, default 0
+            Seed of the noise.
+        batch : int, default 256
+            Images generated at a time (memory).
+
+        Returns
+        -------
+        torch.Tensor of shape (n, C, r, r)
+            Images in [0, 1], float32.
+        """
         check_positive_int(n, "n")
         device = self.stages[0].factor.device
         generator = torch.Generator(device).manual_seed(seed)
@@ -224,7 +257,13 @@ class ProgressiveGenerator(nn.Module):
         return torch.cat(chunks).clamp(0, 1)
 
     def spec(self):
-        """What rebuilds the module before its state_dict is loaded (for checkpoints)."""
+        """What rebuilds the module before its state_dict is loaded (for checkpoints).
+
+        Returns
+        -------
+        list of dict
+            One dict of plain values per stage; ``from_spec`` takes it.
+        """
         return [dict(kind=type(s).__name__, channels=s.shape[0], resolution=s.shape[-1], rank=s.noise_dim,
                      n_train=s.n_train, n_neurons=getattr(s, "network", None) and s.network.hidden.weight.shape[0],
                      activation="gated" if isinstance(getattr(s, "network", None), TwoLayerGatedReLU) else "relu")
@@ -232,6 +271,18 @@ class ProgressiveGenerator(nn.Module):
 
     @classmethod
     def from_spec(cls, spec):
+        """An untrained generator of the shape ``spec`` describes; load the state_dict into it.
+
+        Parameters
+        ----------
+        spec : list of dict
+            What ``spec()`` returned.
+
+        Returns
+        -------
+        ProgressiveGenerator
+            The module, with the stages' buffers not yet loaded.
+        """
         stages = []
         for s in spec:
             if s["kind"] == "GaussianStage":
@@ -271,7 +322,22 @@ def _load_rows(checkpoint, shard, stage):
 
 
 def load_checkpoint(path):
-    """``(generator, config, train_outputs)`` from ``save_checkpoint``'s file."""
+    """Read a generator checkpoint; no code in the file is run (``weights_only``).
+
+    Parameters
+    ----------
+    path : str or path-like
+        A file written by ``save_checkpoint`` (``convexgan-train-celeba --checkpoint``).
+
+    Returns
+    -------
+    generator : ProgressiveGenerator
+        The trained generator, in evaluation mode.
+    config : dict
+        The trainer's configuration (``ProgressiveTrainer.config()``).
+    train_outputs : torch.Tensor or None
+        The last stage's outputs on the training set while training is unfinished (to resume).
+    """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"no checkpoint at {path}: train one first (scripts/train_celeba.py).")
@@ -305,23 +371,45 @@ def _closed_form(residual, rank, shard, device="cpu"):
 class ProgressiveTrainer:
     """Trains a ``ProgressiveGenerator`` on real images, stage by stage.
 
-    Parameters: ``layers`` stages (resolution 4 * 2^layers); ``rank`` noise dimension and kept
-    rank of each stage's closed form, one int for all stages, one per stage, or "auto" (64, and one
-    per 8 training images on smaller sets: beyond that, directions are single images' noise); ``lam`` weight decay of the convex fits; ``n_patterns``
-    sampled gates per output; ``n_patches`` patches each fit sees; ``activation`` "gated" or
-    "relu" (exact, far slower); ``tol``, ``max_iter`` for the fits (Newton steps for gated ones; on the shared faces
-    tol 1e-2 took as long as the default 1e-3 and its samples' joint MS-SWD was 1.2 higher, about
-    one standard deviation over sample seeds); ``seed``; ``device`` of the fits
-    and the closed forms; ``data``, a description of the training set, kept in the checkpoint so
-    that a resume on other data is refused.
+    Stage 1 is the closed-form linear generator of the convex WGAN (``svt``); each later stage
+    doubles the resolution with a certified convex patch fit (``fit_relu_generator``) plus the
+    closed-form generator of its standardized residual.
 
-    ``distributed``: under a ``torch.distributed`` process group (``torchrun``), every rank calls
-    ``fit`` with its own contiguous share of the training images (in rank order) and gets the
-    generator of all of them, the same on every rank: sums over images (means, Gram matrices,
-    the scale fit, the convex fits' solver) are all-reduced, eigendecompositions run on rank 0,
-    random draws index all images. Only rank 0 writes the checkpoint; each rank writes its
-    training outputs beside it (``<checkpoint>.rows<start>-<stop>.stage<k>``), so a resume needs the same
-    number of processes (and a folder all ranks see).
+    Parameters
+    ----------
+    layers : int, default 4
+        Stages; the resolution is 4 * 2^layers.
+    rank : int, sequence of int or "auto", default "auto"
+        Noise dimension and kept rank of each stage's closed form: one for all stages, one per
+        stage, or "auto" (64, and one per 8 training images on smaller sets: beyond that,
+        directions are single images' noise).
+    lam : float, default 3e-5
+        Weight decay of the convex patch fits (larger: smoother, blurrier detail).
+    n_patterns : int, default 16
+        Sampled gates per output of each fit.
+    n_patches : int, default 10000
+        Patches each fit sees.
+    activation : {"gated", "relu"}, default "gated"
+        The patch networks: gated ReLU (second order, certified) or ReLU (exact, far slower).
+    tol : float, default 1e-3
+        Relative duality gap of each fit.
+    max_iter : int, default 5000
+        Iterations of each fit at most (Newton steps for gated fits).
+    seed : int, default 0
+        Seed of the gates, the patches and the training noise.
+    device : str, default "cpu"
+        Where the fits and the closed forms run.
+    data : str, default ""
+        A description of the training set, kept in the checkpoint so that a resume on other data
+        is refused.
+    distributed : bool, default False
+        Under a ``torch.distributed`` process group (``torchrun``), every rank calls ``fit`` with
+        its own contiguous share of the training images (in rank order) and gets the generator of
+        all of them, the same on every rank: sums over images (means, Gram matrices, the scale
+        fit, the convex fits' solver) are all-reduced, eigendecompositions run on rank 0, random
+        draws index all images. Only rank 0 writes the checkpoint; each rank writes its training
+        outputs beside it (``<checkpoint>.rows<start>-<stop>.stage<k>``), so a resume needs the
+        same number of processes (and a folder all ranks see).
     """
 
     def __init__(self, layers=4, rank="auto", lam=3e-5, n_patterns=16, n_patches=10000, activation="gated",
@@ -348,13 +436,31 @@ class ProgressiveTrainer:
             raise ValueError("distributed training needs activation='gated': the ReLU cones are not sharded.")
 
     def config(self):
-        """What the trained generator depends on (the device does not)."""
+        """What the trained generator depends on (the device does not).
+
+        Returns
+        -------
+        dict
+            The hyperparameters and the data description; a resume needs the same.
+        """
         return {k: getattr(self, k) for k in ("layers", "rank", "lam", "n_patterns", "n_patches",
                                               "activation", "tol", "max_iter", "seed", "data")}
 
     def real_pyramid(self, images, shard=None):
-        """uint8 (N, R, R, C) with R = 4 * 2^layers -> float images (N, C, r_k, r_k) per stage.
-        ``shard``: where these images sit among all ranks' (a ``RowShard``; default: all here)."""
+        """The real images at every stage's resolution.
+
+        Parameters
+        ----------
+        images : ndarray of uint8, shape (N, R, R, C)
+            Training images, R = 4 * 2^layers.
+        shard : RowShard, optional
+            Where these images sit among all ranks' (default: all of them are here).
+
+        Returns
+        -------
+        list of torch.Tensor
+            Float images (N, C, r_k, r_k) in [0, 1], one per stage.
+        """
         shard = shard or RowShard(len(images), sharded=False)
         with agree("checking its images") if shard.sharded else nullcontext():
             images = np.asarray(images)
@@ -373,10 +479,24 @@ class ProgressiveTrainer:
         return pyramid[::-1]
 
     def fit(self, images, checkpoint=None, on_stage=None):
-        """Train on uint8 images (N, R, R, C) (with ``distributed``, this rank's share); resumes
-        from ``checkpoint`` when it holds a partial run of the same configuration.
-        ``on_stage(k, generator, seconds, info)`` is called after each stage, on rank 0 only
-        (sample grids, logs). Returns the generator."""
+        """Train the generator stage by stage.
+
+        Parameters
+        ----------
+        images : ndarray of uint8, shape (N, R, R, C)
+            Training images, R = 4 * 2^layers (with ``distributed``, this rank's share).
+        checkpoint : str or path-like, optional
+            Written atomically after every stage; a run resumes from it when it holds a partial
+            run of the same configuration.
+        on_stage : callable, optional
+            ``on_stage(k, generator, seconds, info)`` after each stage, on rank 0 only (sample
+            grids, logs).
+
+        Returns
+        -------
+        ProgressiveGenerator
+            The trained generator, in evaluation mode.
+        """
         shard = RowShard(len(images), self.distributed)
         reals = self.real_pyramid(images, shard)
         generator, outputs = ProgressiveGenerator(), None
@@ -424,7 +544,20 @@ class ProgressiveTrainer:
         return generator.eval()
 
     def stage_rank(self, k, n_train):
-        """The kept rank of stage k (1-based) on ``n_train`` images."""
+        """The kept rank (noise dimension) of a stage.
+
+        Parameters
+        ----------
+        k : int
+            The stage, 1-based.
+        n_train : int
+            Training images.
+
+        Returns
+        -------
+        int
+            ``rank`` for stage k; with "auto", 64 or one per 8 training images if fewer.
+        """
         return max(1, min(64, n_train // 8)) if self.rank == "auto" else self.rank[k - 1]
 
     def _fit_stage(self, k, real, previous, shard):

@@ -21,20 +21,39 @@ def _qualified(obj):
     return f"{obj.__module__}.{obj.__qualname__}"
 
 
+def _own_bases(cls):
+    """The classes of ``cls.__mro__`` that this library defines (not scikit-learn's or torch's)."""
+    return [base for base in cls.__mro__ if base.__module__.split(".")[0] in ("convexgan", "layerwise")]
+
+
+def _documented(cls, member):
+    """The qualified name of ``cls.member``, or of the base-class method it overrides when it has no
+    docstring of its own: that is the docstring ``help()`` and the API reference show."""
+    for base in _own_bases(cls):
+        value = vars(base).get(member)
+        function = value.fget if isinstance(value, property) else value
+        if getattr(function, "__doc__", None):
+            return f"{_qualified(base)}.{member}"
+    return f"{_qualified(cls)}.{member}"
+
+
+def _function(value):
+    value = value.fget if isinstance(value, property) else value
+    return value.__func__ if isinstance(value, (staticmethod, classmethod)) else value
+
+
 def public_names():
-    """Fully qualified names (as numpydoc imports them) of the public API and its classes' members."""
+    """Fully qualified names (as numpydoc imports them) of the public API and its classes' public
+    methods and properties, inherited ones included."""
     objects = [getattr(convexgan, name) for name in convexgan.__all__]
     objects += [getattr(layerwise, name) for name in layerwise.__all__] + [data_root]
     names = []
     for obj in objects:
         names.append(_qualified(obj))
         if inspect.isclass(obj):
-            for member, value in vars(obj).items():
-                function = value.fget if isinstance(value, property) else value
-                if isinstance(function, (staticmethod, classmethod)):
-                    function = function.__func__
-                if not member.startswith("_") and inspect.isfunction(function):
-                    names.append(f"{_qualified(obj)}.{member}")
+            members = {member for base in _own_bases(obj) for member, value in vars(base).items()
+                       if not member.startswith("_") and inspect.isfunction(_function(value))}
+            names += [_documented(obj, member) for member in members]
     return sorted(set(names))
 
 
