@@ -37,6 +37,23 @@ def data_root():
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "convexgan" / "data"
 
 
+def dataset_folder(name):
+    """Where a data set is looked for when no root is given.
+
+    Parameters
+    ----------
+    name : str
+        The data set's folder name: "celeba", "olivetti" or "cifar10".
+
+    Returns
+    -------
+    pathlib.Path
+        ``data/<name>`` of the current folder when it exists, else ``data_root() / name``.
+    """
+    local = Path("data") / name
+    return local if local.is_dir() else data_root() / name
+
+
 def image_files(folder):
     """Sorted image files of a folder (by file name); ValueError if it is missing or has none."""
     folder = Path(folder)
@@ -226,23 +243,23 @@ def face_dataset(name, root=None, resolution=64, holdout=0.1, limit=None):
     Whole identities are held out where they are known (CelebA with its ``identity_CelebA.txt``;
     Olivetti, 10 images per person in order), so no person is on both sides; otherwise the last
     images in file order. ``name``: "celeba" (``root`` holds ``img_align_celeba/``; default
-    ``data/celeba``, then ``data_root()/celeba``, then, with a warning, the LFW faces of
+    ``dataset_folder("celeba")``, then, with a warning, the LFW faces of
     scikit-image), "olivetti" (``olivettifaces.mat`` or its folder; default
-    ``data_root()/olivetti``), "folder" (any image folder, resized whole) or "lfw"."""
+    ``dataset_folder("olivetti")``), "folder" (any image folder, resized whole) or "lfw"."""
     if not 0 <= holdout < 1:
         raise ValueError(f"holdout must be a fraction in [0, 1), got {holdout}.")
     if name == "celeba" and root is None:
-        found = [p for p in (Path("data/celeba"), data_root() / "celeba") if (p / "img_align_celeba").is_dir()]
-        if not found:
-            log.warning("CelebA not found (data/celeba/img_align_celeba, %s/celeba/img_align_celeba): training on "
-                        "the 100 LFW faces that ship with scikit-image instead. Pass --data-root for CelebA.", data_root())
-            name = "lfw"
-        root = found[0] if found else None
+        root = dataset_folder("celeba")
+        if not (root / "img_align_celeba").is_dir():
+            log.warning("CelebA not found (%s/img_align_celeba): training on the 100 LFW faces that ship with "
+                        "scikit-image instead. Pass --data-root, or set CONVEXGAN_DATA to the folder holding "
+                        "celeba/.", root)
+            name, root = "lfw", None
     identities = None
     if name == "celeba":
         images, identities = load_celeba(root, resolution, limit)
     elif name == "olivetti":
-        images = load_olivetti(root if root is not None else data_root() / "olivetti", resolution)[:limit]
+        images = load_olivetti(root if root is not None else dataset_folder("olivetti"), resolution)[:limit]
         identities = np.arange(len(images)) // 10
     elif name == "folder":
         if root is None:
@@ -322,7 +339,7 @@ def labelled_images(name, root=None, limit_per_class=None, test_limit_per_class=
 
     ``name``: "digits" (scikit-learn's 1,797 8 x 8 grey digits, embedded; a stratified 80/20 split
     by ``seed``), "cifar10" (``root`` an ImageFolder layout ``train/<class>/``, ``test/<class>/``,
-    default ``data_root()/cifar10``, or a torchvision ``CIFAR10`` root holding
+    default ``dataset_folder("cifar10")``, or a torchvision ``CIFAR10`` root holding
     ``cifar-10-batches-py``) or "folder" (any ImageFolder layout with train/ and test/).
     ``limit_per_class`` keeps the first images of every class (file-name order); ``size`` resizes
     every image to size x size (e.g. 28 for the digits at MNIST's resolution)."""
@@ -344,7 +361,7 @@ def labelled_images(name, root=None, limit_per_class=None, test_limit_per_class=
     if root is None:
         if name == "folder":
             raise ValueError("dataset 'folder' needs an ImageFolder root: pass --data-root.")
-        root = data_root() / "cifar10"
+        root = dataset_folder("cifar10")
     root = Path(root)
     if name == "cifar10" and (root / "cifar-10-batches-py").is_dir():
         X_train, y_train = _torchvision_cifar10(root, True, limit_per_class)

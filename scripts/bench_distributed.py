@@ -31,7 +31,7 @@ import torch
 
 from convexgan import ConvexReLU, ConvexReLUClassifier
 from convexgan.cli import common
-from convexgan.data import cifar10_binary, data_root
+from convexgan.data import cifar10_binary, dataset_folder
 from convexgan.distributed import shard_rows, traffic
 
 SOLVES = {"squared, Newton": (ConvexReLU, "newton"), "logistic, FISTA": (ConvexReLUClassifier, "fista")}
@@ -49,7 +49,7 @@ def load_problem(n, root, size=16):
 def worker(args):
     """One rank: fit both solves on this rank's rows; rank 0 writes the figures to --json."""
     with common.process_group() as (rank, world):
-        X, y = load_problem(args.images, Path(args.data_root or data_root()) / "cifar10")
+        X, y = load_problem(args.images, Path(args.data_root) / "cifar10" if args.data_root else dataset_folder("cifar10"))
         rows = shard_rows(len(X))
         figures = {}
         for name, (model_class, solver) in SOLVES.items():
@@ -126,7 +126,7 @@ def build_parser():
     parser.add_argument("--tol", type=float, default=1e-6)
     parser.add_argument("--bandwidth-gbs", type=float, default=12.5, help="network, for the estimate (100 Gb/s)")
     parser.add_argument("--latency-us", type=float, default=5.0, help="per message, for the estimate")
-    parser.add_argument("--data-root", default=None, help="folder with cifar10/ (default: $CONVEXGAN_DATA)")
+    parser.add_argument("--data-root", default=None, help="folder with cifar10/ (default: data/ here, then $CONVEXGAN_DATA or ~/.cache/convexgan/data)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a rank, under torchrun
     parser.add_argument("--json", default=None, help=argparse.SUPPRESS)
     return parser

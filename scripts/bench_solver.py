@@ -46,7 +46,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from convexgan import ConvexReLU, regularization_path
 from convexgan.cli import common
-from convexgan.data import CIFAR10_CLASSES, cifar10_binary, data_root
+from convexgan.data import CIFAR10_CLASSES, cifar10_binary, dataset_folder
 from convexgan.networks import TwoLayerGatedReLU
 
 TARGETS = (1e-2, 1e-4, 1e-6)
@@ -230,14 +230,14 @@ def build_parser():
     parser.add_argument("--relu-al-iters", type=int, default=0, help="also our augmented Lagrangian, this many iterations")
     parser.add_argument("--relu-pyscnn-iters", type=int, default=1000, help="pyscnn's AL primal iterations at most (0: not run)")
     parser.add_argument("--adam-cap", type=float, default=300.0, help="seconds for Adam in all")
-    parser.add_argument("--data-root", default=None, help="folder with cifar10/ (default: $CONVEXGAN_DATA)")
+    parser.add_argument("--data-root", default=None, help="folder with cifar10/ (default: data/ here, then $CONVEXGAN_DATA or ~/.cache/convexgan/data)")
     return parser
 
 
 def bench(args):
     args.device = common.device(args.device)
 
-    X, y = load_problem(args.n, Path(args.data_root or data_root()) / "cifar10")
+    X, y = load_problem(args.n, Path(args.data_root) / "cifar10" if args.data_root else dataset_folder("cifar10"))
     gates = np.random.default_rng(123).standard_normal((X.shape[1], args.n_patterns))  # = pyscnn's
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
     threads = torch.get_num_threads()

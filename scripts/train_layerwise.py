@@ -4,7 +4,7 @@
     python scripts/train_layerwise.py --size 28             # the same digits at MNIST's 28 x 28
     python scripts/train_layerwise.py --dataset cifar10 --limit-per-class 1000 --widths 32,64
 
---dataset cifar10 reads an ImageFolder layout (default $CONVEXGAN_DATA/cifar10) or a torchvision
+--dataset cifar10 reads an ImageFolder layout (default data/cifar10, then $CONVEXGAN_DATA/cifar10) or a torchvision
 CIFAR10 root; --dataset folder any ImageFolder layout with train/ and test/ (grey or RGB, any
 size). Prints a per-stage table of train and test accuracy, writes it to --metrics-out as JSON,
 and checkpoints every stage atomically to --checkpoint; a rerun with the same options resumes.

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from convexgan.data import cifar10_binary, data_root, image_files, load_images
+from convexgan.data import cifar10_binary, data_root, dataset_folder, image_files, load_images
 
 
 def write_images(folder, count, size=(6, 5)):
@@ -136,3 +136,34 @@ def test_celeba_split_shares_no_identity(tmp_path, monkeypatch):
     np.testing.assert_array_equal(data.test, images[held])
     np.testing.assert_array_equal(data.train, images[~held])
     assert f"{len(set(identities[held]))} identities held out" in data.description
+
+
+def test_data_root_is_the_variable_else_the_user_cache_never_the_package(monkeypatch, tmp_path):
+    monkeypatch.setenv("CONVEXGAN_DATA", str(tmp_path / "mine"))
+    assert data_root() == tmp_path / "mine"
+    monkeypatch.delenv("CONVEXGAN_DATA")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert data_root() == tmp_path / "cache" / "convexgan" / "data"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert data_root() == tmp_path / "home" / ".cache" / "convexgan" / "data"
+    monkeypatch.setenv("CONVEXGAN_DATA", "")  # set but empty: as if unset
+    assert data_root() == tmp_path / "home" / ".cache" / "convexgan" / "data"
+
+
+def test_dataset_folder_prefers_data_here(monkeypatch, tmp_path):
+    monkeypatch.setenv("CONVEXGAN_DATA", str(tmp_path / "shared"))
+    monkeypatch.chdir(tmp_path)
+    assert dataset_folder("cifar10") == tmp_path / "shared" / "cifar10"
+    (tmp_path / "data" / "cifar10").mkdir(parents=True)
+    assert dataset_folder("cifar10").resolve() == tmp_path / "data" / "cifar10"
+
+
+def test_celeba_absent_falls_back_to_the_embedded_faces_and_says_how_to_point_at_it(monkeypatch, tmp_path, caplog):
+    from convexgan.data import face_dataset
+    monkeypatch.setenv("CONVEXGAN_DATA", str(tmp_path / "empty"))
+    monkeypatch.chdir(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="convexgan.data"):
+        data = face_dataset("celeba", resolution=8)
+    assert data.description.startswith("lfw") and len(data.train) + len(data.test) == 100
+    assert "CONVEXGAN_DATA" in caplog.text and str(tmp_path / "empty" / "celeba") in caplog.text
