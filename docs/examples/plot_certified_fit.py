@@ -22,7 +22,9 @@ print(f"optimum {model.objective_:.8f}, relative duality gap {model.gap_:.1e}, {
 print(f"the recovered network's own objective: {model.network_objective(X, y):.8f}")
 
 # %%
-# The network is an ordinary module: evaluate it anywhere.
+# The network is an ordinary module: evaluate it anywhere. A gated ReLU neuron
+# ``(x^T w) 1[x^T g >= 0]`` switches at its gate's hyperplane, so the fit is piecewise linear with
+# steps there; ``activation="relu"`` solves the exact ReLU program (continuous, slower).
 net = model.to_torch()
 grid = np.linspace(-2.5, 2.5, 400)
 with torch.no_grad():
