@@ -133,6 +133,12 @@ _PARAMETERS = """    Parameters
         The optimum reached and a proven lower bound on it.
     gap_ : float
         ``(objective_ - dual_objective_) / objective_``.
+    dual_coef_ : array (n, c)
+        Gated programs: the dual point Theta that proves ``dual_objective_``, checkable without
+        this library: ``||X^T (D_g Theta)|| <= lam`` for every pattern ``D_g = diag(1[X g >= 0])``
+        of ``gates_`` (and output), ``1^T Theta = 0`` with an intercept, and
+        ``dual_objective_ = -F*(Theta)``, with F* the conjugate of the mean loss (squared:
+        ``sum n/2 Theta^2 + Theta y``). Rows in the order of X (this rank's, when sharded).
     cone_violation_ : float
         Relative distance of the solution from the cones (relu; 0 for gated).
     converged_ : bool
@@ -298,6 +304,10 @@ class _ConvexTwoLayer(BaseEstimator):
         self.coef_ = W.double().cpu().numpy()
         self.intercept_ = b.double().cpu().numpy()
         self.objective_, self.dual_objective_ = cert.primal, cert.dual
+        if cert.dual_point is not None and not program.cone:
+            self.dual_coef_ = cert.dual_point.double().cpu().numpy()
+        elif hasattr(self, "dual_coef_"):
+            del self.dual_coef_  # a refit without a checkable dual point keeps no stale one
         self.gap_, self.cone_violation_ = cert.gap, cert.cone_violation
         self.n_iter_ = n_iter
         self.converged_ = cert.gap <= self.tol and cert.cone_violation <= self._cone_tol()

@@ -48,10 +48,17 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Certificate:
+    """A duality-gap certificate of one primal point.
+
+    ``dual`` is the dual value ``-F*(dual_point)`` of a dual feasible point (every group's dual norm
+    of ``A^T dual_point`` at most lam, ``1^T dual_point = 0`` with an intercept; with cones, with
+    multipliers that are not kept), so it bounds the optimum from below.
+    """
     primal: float
     dual: float
     gap: float
     cone_violation: float = 0.0
+    dual_point: torch.Tensor = None  # (n, c) this rank's rows; None where no dual point was kept
 
 
 class ConvexProgram:
@@ -290,17 +297,21 @@ class ConvexProgram:
         norms = self.penalty.dual_norms(adjoint_of(Theta))
         if self.cone and refine:
             norms = self.refine_dual_norms(Theta, norms)
-        dual = self.scaled_dual(Theta, norms, Y)
-        return Certificate(primal, dual, (primal - dual) / max(abs(primal), 1e-300), violation)
+        point = self.dual_scale(norms) * Theta
+        dual = -float(self.loss.conjugate(point, Y))
+        return Certificate(primal, dual, (primal - dual) / max(abs(primal), 1e-300), violation, point)
+
+    def dual_scale(self, norms):
+        """``alpha = min(1, lam / max(norms))``: the factor that scales a point whose dual norms per
+        group are ``norms`` into the dual ball."""
+        worst = float(norms.max())
+        return min(1.0, self.penalty.lam / worst) if worst > 0 else 1.0
 
     def scaled_dual(self, Theta, norms, Y=None):
-        """The dual value ``-F*(alpha Theta)`` of Theta (n, c) scaled into the dual ball: ``alpha =
-        min(1, lam / max(norms))`` with ``norms`` its dual norms per group; a lower bound on the
-        optimum when Theta also satisfies the intercept's constraint ``1^T Theta = 0``. Y: the
-        targets (default the program's)."""
-        worst = float(norms.max())
-        alpha = min(1.0, self.penalty.lam / worst) if worst > 0 else 1.0
-        return -float(self.loss.conjugate(alpha * Theta, self.Y if Y is None else Y))
+        """The dual value ``-F*(alpha Theta)`` of Theta (n, c) scaled into the dual ball (``dual_scale``),
+        ``norms`` its dual norms per group; a lower bound on the optimum when Theta also satisfies
+        the intercept's constraint ``1^T Theta = 0``. Y: the targets (default the program's)."""
+        return -float(self.loss.conjugate(self.dual_scale(norms) * Theta, self.Y if Y is None else Y))
 
 
 def singular_basis(program, always=False):

@@ -521,10 +521,11 @@ def _best_dual(p, systems, cert, xi, adjoint):
         xi, adjoint = xi - mean, adjoint - systems.ones_adjoint[:, :, None] * mean
         if not p.loss.in_conjugate_domain(xi, p.Y):  # centering pushed samples out (logistic)
             xi, adjoint = _toward_anchor(p, systems.anchor, xi, adjoint)
-    value = p.scaled_dual(xi, p.penalty.dual_norms(adjoint))
+    point = p.dual_scale(p.penalty.dual_norms(adjoint)) * xi
+    value = -float(p.loss.conjugate(point, p.Y))
     if not value > cert.dual:  # also when xi fell outside the conjugate's domain (-inf)
         return cert
-    return Certificate(cert.primal, value, (cert.primal - value) / max(abs(cert.primal), 1e-300))
+    return Certificate(cert.primal, value, (cert.primal - value) / max(abs(cert.primal), 1e-300), 0.0, point)
 
 
 def _toward_anchor(p, anchor, xi, adjoint, steps=40):

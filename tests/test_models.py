@@ -240,3 +240,51 @@ def test_float32_solves_report_the_float64_intercept_of_their_certificate(activa
     prediction = (masks * signs * (X @ model.coef_[:, :, 0])).sum(1) + model.intercept_[0]
     residual = prediction - y  # n Theta for the squared loss, at the reported float64 point
     assert abs(residual.sum()) <= 1e-11 * np.abs(residual).sum()
+
+
+def numpy_dual_value(X, y, gates, lam, theta, loss, classes=None, rtol=1e-9):
+    """The dual value that ``theta`` (n, c) proves, checked with NumPy alone (no library code): each
+    pattern's block ``X^T D_g theta`` has dual norm (spectral: the l2 norm of one column, or the
+    nuclear norm's dual) at most lam, and the value is ``-F*(theta)`` of the mean loss."""
+    n = len(X)
+    D = (X @ gates >= 0).astype(float)
+    norms = [np.linalg.norm(X.T @ (D[:, [g]] * theta), 2) for g in range(D.shape[1])]
+    assert max(norms) <= lam * (1 + rtol)
+    if loss == "squared":
+        Y = y.reshape(n, -1)
+        return -(n / 2 * (theta ** 2).sum() + (theta * Y).sum())
+    if loss == "logistic":
+        signs = np.where(y == classes[1], 1.0, -1.0)[:, None]
+        t = -n * theta * signs
+        assert (t >= -1e-12).all() and (t <= 1 + 1e-12).all()
+        t = t.clip(0, 1)
+        return -np.sum(np.where(t > 0, t * np.log(np.where(t > 0, t, 1)), 0)
+                       + np.where(t < 1, (1 - t) * np.log(np.where(t < 1, 1 - t, 1)), 0)) / n
+    q = n * theta + (y[:, None] == classes[None, :])  # cross-entropy: a probability per row
+    assert (q >= -1e-12).all() and np.allclose(q.sum(1), 1)
+    q = q.clip(0, None)
+    return -np.sum(np.where(q > 0, q * np.log(np.where(q > 0, q, 1)), 0)) / n
+
+
+@pytest.mark.parametrize("loss, vector", CASES)
+@pytest.mark.parametrize("solver", ["auto", "fista"])
+def test_dual_coef_proves_the_dual_objective_in_numpy(loss, vector, solver):
+    X, y, lam, intercept = random_problem(7, loss, vector)
+    estimator = ConvexReLU if loss == "squared" else ConvexReLUClassifier
+    model = estimator(lam=lam, n_patterns=20, activation="gated", tol=1e-8, fit_intercept=intercept,
+                      solver=solver, max_iter=50_000).fit(X, y)
+    theta = model.dual_coef_
+    assert theta.shape == (len(X), model.intercept_.shape[0])
+    if intercept:
+        assert np.abs(theta.sum(0)).max() <= 1e-10 * np.abs(theta).sum()
+    dual = numpy_dual_value(X, y, model.gates_, lam, theta, loss, getattr(model, "classes_", None))
+    assert dual == pytest.approx(model.dual_objective_, rel=1e-9, abs=1e-12)
+    assert dual <= model.objective_ * (1 + 1e-12) and model.gap_ <= 1e-8
+
+
+def test_relu_programs_keep_no_dual_coef():
+    X, y, lam, _ = random_problem(3, "squared", False)
+    model = ConvexReLU(lam=lam, n_patterns=10, activation="gated").fit(X, y)
+    assert hasattr(model, "dual_coef_")
+    model.set_params(activation="relu").fit(X, y)  # its dual also has cone multipliers
+    assert not hasattr(model, "dual_coef_")
