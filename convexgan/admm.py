@@ -168,7 +168,7 @@ def solve_cone_admm(program, W, b, tol, max_iter, check_every=25, history=None, 
             b = p.intercept(XZ, b.double())
             multipliers = (-step.rho_t * V).clamp_min(0)
             cert = p.certificate(Z, b, XZ, multipliers)
-            _record(history, it, start, cert)
+            _record(history, it, start, cert, Z, b)
             log.debug("admm: it=%d rho_z=%.3g gap=%.3g violation=%.3g", it, step.rho_z, cert.gap, cert.cone_violation)
             if cert.gap <= tol and cert.cone_violation <= cone_tol:
                 break

@@ -30,6 +30,7 @@ d >= n / 4 to ADMM (``admm``), other relu programs to the augmented Lagrangian o
 exact projections. BENCHMARKS.md measures each against the others.
 """
 import copy
+import time
 import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ DTYPES = {"float64": torch.float64, "float32": torch.float32}
 PROJECTION_SIZE = 200_000  # n * d * G * c up to which solver="auto" projects onto the cones exactly
 ADMM_WIDTH = 0.25  # d / n from which solver="auto" takes ADMM for larger squared-loss relu programs
 SOLVERS = {"gated": {"auto", "newton", "fista"}, "relu": {"auto", "admm", "augmented_lagrangian", "projection"}}
+REPORT_SECONDS = 5.0  # verbose=1 reports a fit's progress at most this often
 
 
 @dataclass
@@ -120,6 +122,11 @@ _PARAMETERS = """    Parameters
         (activation "gated", FISTA): the patterns (from ``seed``), the solution and every learned
         attribute are the same on every rank; one rank's bad rows stop every rank with their
         error. Without a group of several ranks, an ordinary fit. Only ``fit`` is sharded.
+    verbose : int
+        0: silent; 1: print the solver, then its iteration, time, objective and gap every few
+        seconds; 2: at every certificate. With or without it, Ctrl-C during a gated fit stops it
+        with a ``ConvergenceWarning`` and keeps the best certified point so far (its certificate
+        recomputed in float64), instead of losing the fit.
 
     Attributes
     ----------
@@ -160,10 +167,34 @@ _PARAMETERS = """    Parameters
 """
 
 
+class _Progress(list):
+    """A fit's history rows ``(iteration, seconds, primal, gap)`` (a list, as the solvers expect),
+    printed as they come when ``verbose`` (every ``REPORT_SECONDS`` at 1, all at 2), and the
+    certified point of least gap so far (``keep``), which an interrupted fit returns."""
+
+    def __init__(self, name, solver, verbose):
+        super().__init__()
+        self.name, self.solver, self.verbose = name, solver, verbose
+        self.best, self.reported = None, -float("inf")
+
+    def append(self, row):
+        super().append(row)
+        iteration, seconds, primal, gap = row
+        if self.verbose > 1 or (self.verbose and seconds - self.reported >= REPORT_SECONDS):
+            print(f"[{self.name}] {self.solver}: iteration {iteration}, {seconds:.1f} s, objective {primal:.10g}, "
+                  f"relative gap {gap:.2e}", flush=True)
+            self.reported = seconds
+
+    def keep(self, cert, W, b):
+        if self.best is None or cert.gap <= self.best[0].gap:
+            self.best = (cert, W.clone(), b.clone())
+
+
 class _ConvexTwoLayer(BaseEstimator):
     def __init__(self, lam=1e-3, n_patterns=100, gates=None, activation="relu", tol=1e-6,
                  max_iter=10000, device="cpu", seed=0, fit_intercept=True, dtype="float64",
-                 warm_start=False, solver="auto", precondition=True, distributed=False, cone_tol=None):
+                 warm_start=False, solver="auto", precondition=True, distributed=False, cone_tol=None,
+                 verbose=0):
         self.lam = lam
         self.n_patterns = n_patterns
         self.gates = gates
@@ -179,6 +210,7 @@ class _ConvexTwoLayer(BaseEstimator):
         self.solver = solver
         self.precondition = precondition
         self.distributed = distributed
+        self.verbose = verbose
 
     # -- fitting -------------------------------------------------------------------------------
     def _check_params(self):
@@ -188,6 +220,9 @@ class _ConvexTwoLayer(BaseEstimator):
             check_positive(self.cone_tol, "cone_tol")
         check_positive_int(self.n_patterns, "n_patterns")
         check_positive_int(self.max_iter, "max_iter")
+        if self.verbose not in (0, 1, 2, False, True):
+            raise ValueError(f"verbose must be 0 (silent), 1 (progress every {REPORT_SECONDS:g} s) or 2 (every "
+                             f"certificate), got {self.verbose!r}.")
         check_choice(self.activation, "activation", {"relu", "gated"})
         check_choice(self.dtype, "dtype", set(DTYPES))
         check_choice(self.solver, f"solver (activation={self.activation!r})", SOLVERS[self.activation])
@@ -279,21 +314,20 @@ class _ConvexTwoLayer(BaseEstimator):
         """Solve the prepared program from (W, b) and set the learned attributes. Returns the
         solution (W, b) in the program's basis (for warm starts along a path); ``dual``: the
         Newton solver's dual iterate, carried between the solves of a path."""
-        program, history = prepared.program, []
-        if prepared.solver == "projection":
-            W, b, cert, n_iter = solvers.solve_cone_projected(program, W, b, self.tol, self.max_iter, history=history)
-        elif prepared.solver == "augmented_lagrangian":
-            W, b, cert, n_iter, _ = solvers.solve_cone(program, W, b, self.tol, self.max_iter, history=history,
-                                                       cone_tol=self._cone_tol())
-        elif prepared.solver == "admm":
-            W, b, cert, n_iter, _ = admm.solve_cone_admm(program, W, b, self.tol, self.max_iter, history=history,
-                                                         cone_tol=self._cone_tol())
-        elif prepared.solver == "newton":
-            W, b, cert, n_iter = ssnal.solve_ssnal(program, W, b, self.tol, self.max_iter, history=history,
-                                                   dual=dual)
-        else:
-            W, b, cert, n_iter = solvers.solve_gated(program, W, b, self.tol, self.max_iter, history=history,
-                                                     metric=prepared.metric)
+        program = prepared.program
+        history = _Progress(type(self).__name__, prepared.solver, int(self.verbose))
+        if self.verbose:
+            print(f"[{type(self).__name__}] {prepared.solver} on n={program.n} rows, {program.shape[1]} groups, "
+                  f"{program.shape[2]} output(s), lam={program.penalty.lam:g}, tol={self.tol:g}", flush=True)
+        started, interrupted = time.perf_counter(), False
+        try:
+            W, b, cert, n_iter = self._run_solver(prepared, W, b, history, dual)
+        except KeyboardInterrupt:
+            if history.best is None or program.cone:  # a cone certificate needs its multipliers
+                raise
+            _, W, b = history.best
+            cert, b = program.confirmed_certificate(W, b)
+            n_iter, interrupted = history[-1][0], True
         solution = (W, b)
         if prepared.basis is not None:  # back to the input space, in float64
             W = _lifted(prepared.basis, W.double())
@@ -311,14 +345,37 @@ class _ConvexTwoLayer(BaseEstimator):
         self.gap_, self.cone_violation_ = cert.gap, cert.cone_violation
         self.n_iter_ = n_iter
         self.converged_ = cert.gap <= self.tol and cert.cone_violation <= self._cone_tol()
-        if not self.converged_:
+        if interrupted:
+            warnings.warn(f"{type(self).__name__} was interrupted after {n_iter} {prepared.solver} iterations "
+                          f"({time.perf_counter() - started:.1f} s): keeping the best certified point so far, "
+                          f"relative gap {cert.gap:.2g} (tol={self.tol:g}).", ConvergenceWarning, stacklevel=3)
+        elif not self.converged_:
             warnings.warn(f"{type(self).__name__} stopped after max_iter={self.max_iter} {prepared.solver} "
                           f"iterations with relative gap {cert.gap:.2g} and cone violation "
                           f"{cert.cone_violation:.2g} above tol={self.tol:g} (cone_tol={self._cone_tol():g}): "
                           "raise max_iter or the tolerances.", ConvergenceWarning, stacklevel=3)
         self.network_ = self._recover()
         self.n_neurons_ = self.network_.hidden.weight.shape[0]
+        if self.verbose:
+            print(f"[{type(self).__name__}] {prepared.solver}: {'converged' if self.converged_ else 'stopped'} after "
+                  f"{n_iter} iterations, {time.perf_counter() - started:.1f} s: objective {cert.primal:.10g}, "
+                  f"relative gap {cert.gap:.2e}, {self.n_neurons_} neurons", flush=True)
         return solution
+
+    def _run_solver(self, prepared, W, b, history, dual):
+        """The prepared program's solver from (W, b): ``(W, b, certificate, iterations)``."""
+        program = prepared.program
+        if prepared.solver == "projection":
+            return solvers.solve_cone_projected(program, W, b, self.tol, self.max_iter, history=history)
+        if prepared.solver == "augmented_lagrangian":
+            return solvers.solve_cone(program, W, b, self.tol, self.max_iter, history=history,
+                                      cone_tol=self._cone_tol())[:4]
+        if prepared.solver == "admm":
+            return admm.solve_cone_admm(program, W, b, self.tol, self.max_iter, history=history,
+                                        cone_tol=self._cone_tol())[:4]
+        if prepared.solver == "newton":
+            return ssnal.solve_ssnal(program, W, b, self.tol, self.max_iter, history=history, dual=dual)
+        return solvers.solve_gated(program, W, b, self.tol, self.max_iter, history=history, metric=prepared.metric)
 
     def _cone_tol(self):
         return self.tol if self.cone_tol is None else self.cone_tol

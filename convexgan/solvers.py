@@ -518,7 +518,7 @@ def solve_gated_subspace(program, W, b, tol, max_iter, check_every=10, history=N
     b = b.to(W.dtype)
     for _ in range(SUBSPACE_ROUNDS):
         cert, b, G = _certificate_and_gradient(program, W, b)
-        _record(history, n_iter, start, cert)
+        _record(history, n_iter, start, cert, W, b)
         if cert.gap <= tol:
             confirmed, exact_b = program.confirmed_certificate(W, b)
             if confirmed.gap <= tol:
@@ -606,7 +606,7 @@ def _solve_prox(program, prox, W, b, tol, max_iter, check_every, history, metric
             cert, exact_b = program.confirmed_certificate(W, b, no_multipliers, refine=program.cone)
             b = exact_b if cert.gap <= tol else b  # the stopping point's intercept, in float64
         result["certificate"], result["checked"] = cert, it
-        _record(history, it, start, cert)
+        _record(history, it, start, cert, W, b)
         return cert.gap <= tol, b
 
     step = _first_step(curvature if metric is None else float(metric.max()), loss)  # M ~ the data curvature
@@ -689,7 +689,7 @@ def solve_cone(program, W, b, tol, max_iter, check_every=10, history=None, cone_
                 cert, exact_b = program.confirmed_certificate(W, b, updated, refine=True)
                 b = exact_b if cert.gap <= tol and cert.cone_violation <= cone_tol else b
             result["certificate"] = cert
-            _record(history, n_iter + it, start, cert)
+            _record(history, n_iter + it, start, cert, W, b)
             done = cert.gap <= tol and cert.cone_violation <= cone_tol
             result["done"] = done
             return done or mapping_norm <= eps * program.penalty.lam, b
@@ -719,9 +719,13 @@ def _first_step(curvature, loss):
     return 1.0 / (curvature if curvature > 0 else LIPSCHITZ[type(loss).__name__])
 
 
-def _record(history, iteration, start, cert):
+def _record(history, iteration, start, cert, W=None, b=None):
+    """Append ``(iteration, seconds, primal, gap)`` to ``history``; a history with a ``keep(cert, W, b)``
+    method also receives the certified point (the estimators keep the best one for an interrupted fit)."""
     if history is not None:
         history.append((iteration, time.perf_counter() - start, cert.primal, cert.gap))
+        if W is not None and hasattr(history, "keep"):
+            history.keep(cert, W, b)
 
 
 FAR_GAP, FAR_CHECKS = 10, 5  # while the gap is above FAR_GAP tol, certify every FAR_CHECKS-th check

@@ -480,14 +480,14 @@ def solve_ssnal(program, W, b, tol, max_iter, history=None, dual=None):
         sigma_start *= min(max(carried, WARM_SIGMA), WARM_SIGMA_MAX)
     sigma, sigma_cap = sigma_start, math.inf
     best, best_sigma = (cert, W, b, XW, xi, products), sigma
-    _record(history, 0, start, cert)
+    _record(history, 0, start, cert, W, b)
     while best[0].gap > tol and n_newton < max_iter:
         state, steps, cert, b = _minimize_psi(p, systems, xi, products, W, b, XW, sigma, max_iter - n_newton, tol)
         n_newton += steps
         W, xi, XW, products = state.W, state.xi, state.XW, state.products
         if not math.isfinite(cert.gap):  # centered, xi left the conjugate's domain: the gradient's dual
             cert = p.certificate(W, b, XW)
-        _record(history, n_newton, start, cert)
+        _record(history, n_newton, start, cert, W, b)
         log.debug("ssnal: sigma=%.3g newton=%d primal=%.10g gap=%.3g", sigma, n_newton, cert.primal, cert.gap)
         if cert.gap <= best[0].gap:
             best, best_sigma = (cert, W, b, XW, xi, products), sigma

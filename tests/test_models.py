@@ -3,8 +3,10 @@ import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
 
 from convexgan import ConvexReLU, ConvexReLUClassifier, TwoLayerGatedReLU, TwoLayerReLU
+from convexgan import losses
 from cvxpy_reference import reference_optimum
 
 N_PROBLEMS = 20
@@ -288,3 +290,49 @@ def test_relu_programs_keep_no_dual_coef():
     assert hasattr(model, "dual_coef_")
     model.set_params(activation="relu").fit(X, y)  # its dual also has cone multipliers
     assert not hasattr(model, "dual_coef_")
+
+
+def test_verbose_reports_the_solver_and_the_result(capsys):
+    X, y, lam, _ = random_problem(1, "squared", False)
+    ConvexReLU(lam=lam, n_patterns=10, activation="gated", verbose=1).fit(X, y)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("[ConvexReLU] newton on n=") and "converged after" in lines[-1]
+    ConvexReLU(lam=lam, n_patterns=10, activation="gated").fit(X, y)
+    assert capsys.readouterr().out == ""
+    with pytest.raises(ValueError, match="verbose"):
+        ConvexReLU(verbose=3).fit(X, y)
+
+
+@pytest.mark.parametrize("solver, method", [("fista", "grad"), ("newton", "conjugate_grad")])
+def test_interrupted_fit_keeps_the_best_certified_point(monkeypatch, solver, method):
+    """Ctrl-C (a KeyboardInterrupt raised inside the solver) keeps the best point certified so far,
+    with its certificate recomputed: the model's gap is the one ``certify`` gives its weights."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 20))
+    y = np.maximum(X[:, 0], 0) - np.maximum(X[:, 1] - X[:, 2], 0)
+    original, calls = getattr(losses.SquaredLoss, method), []
+
+    def interrupted_once(self, *args):
+        calls.append(1)
+        if len(calls) == 40:
+            raise KeyboardInterrupt
+        return original(self, *args)
+    monkeypatch.setattr(losses.SquaredLoss, method, interrupted_once)
+    model = ConvexReLU(lam=1e-4, n_patterns=50, activation="gated", solver=solver, tol=1e-12, max_iter=10**6)
+    with pytest.warns(ConvergenceWarning, match="interrupted"):
+        model.fit(X, y)
+    assert len(calls) >= 40 and not model.converged_ and 0 < model.gap_ < 1
+    check = model.certify(X, y, model.coef_, model.intercept_)
+    assert check.primal == pytest.approx(model.objective_, rel=1e-9)
+    assert model.dual_objective_ <= model.objective_ and check.gap <= model.gap_ * (1 + 1e-6) + 1e-12
+
+
+def test_interrupted_relu_fit_raises():
+    X, y, lam, _ = random_problem(2, "squared", False)
+
+    def interrupt(*args):
+        raise KeyboardInterrupt
+    model = ConvexReLU(lam=lam, n_patterns=5, activation="relu")
+    model._run_solver = interrupt  # a cone certificate needs multipliers that no history keeps
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(X, y)
