@@ -25,9 +25,12 @@ class Loss:
 
     Subclasses give ``value``, ``grad`` and ``conjugate``; those with a conjugate that is smooth
     on its domain also give ``conjugate_grad`` and ``conjugate_hessian`` (the Newton solver's
-    curvature), and ``intercept_hessian`` for the unpenalized intercept.
+    curvature), and ``intercept_hessian`` for the unpenalized intercept. ``curvature`` bounds the
+    per-sample loss's second derivative in its prediction: F's gradient is ``curvature / n``
+    Lipschitz in Z (the first-order solvers' step sizes come from it).
     """
     n_total = None  # the rows of all ranks, when sharded
+    curvature = None
 
     def sharded(self, n_total):
         """This loss for one rank's rows of a program over ``n_total`` rows in all.
@@ -206,7 +209,8 @@ class Loss:
     def bregman(self, Z_new, Z, Y):
         """The Bregman divergence ``F(Z_new) - F(Z) - <grad F(Z), Z_new - Z>``.
 
-        Computed in float64 against cancellation; FISTA's line search compares it with the step.
+        Computed in float64 against cancellation, and 0 where it is below the rounding of the values
+        (subclasses with a closed form override it); FISTA's line search compares it with the step.
 
         Parameters
         ----------
@@ -221,7 +225,10 @@ class Loss:
             The divergence, >= 0.
         """
         Z_new, Z, Y = Z_new.double(), Z.double(), Y.double()
-        return float(self.value(Z_new, Y) - self.value(Z, Y) - self.total(self.grad(Z, Y) * (Z_new - Z)))
+        new, old = float(self.value(Z_new, Y)), float(self.value(Z, Y))
+        divergence = new - old - float(self.total(self.grad(Z, Y) * (Z_new - Z)))
+        # below the rounding of the values the difference means nothing (a line search must not shrink on it)
+        return 0.0 if abs(divergence) <= 64 * torch.finfo(torch.float64).eps * (abs(new) + abs(old)) else divergence
 
     def intercept_hessian(self, Z, Y):
         """The Hessian of ``b -> value(Z + b, Y)`` at b = 0.
@@ -278,6 +285,7 @@ class SquaredLoss(Loss):
 
     Its conjugate is ``F*(Theta) = sum n/2 Theta^2 + Theta Y``, smooth everywhere.
     """
+    curvature = 1.0
 
     def value(self, Z, Y):
         return 0.5 * self.total((Z - Y) ** 2) / self.n(Z)
@@ -306,6 +314,7 @@ class LogisticLoss(Loss):
 
     Its conjugate, with ``t = -n theta y`` in [0, 1], is ``mean_j t_j log t_j + (1 - t_j) log(1 - t_j)``.
     """
+    curvature = 0.25
 
     def value(self, Z, Y):
         return self.total(nnf.softplus(-Y * Z)) / self.n(Z)
@@ -355,6 +364,7 @@ class CrossEntropyLoss(Loss):
     Its conjugate, with ``q_j = n theta_j + y_j`` on the probability simplex, is
     ``mean_j sum_k q_jk log q_jk``.
     """
+    curvature = 0.5
 
     def value(self, Z, Y):
         return self.total(torch.logsumexp(Z, 1) - (Z * Y).sum(1)) / self.n(Z)

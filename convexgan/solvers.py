@@ -361,7 +361,7 @@ def singular_basis(program, always=False):
         reduced._float64 = copy.copy(exact)
         reduced._float64.X, reduced._float64.shape = rotated, reduced.shape
     # floor: directions the data barely see still get a bounded step
-    metric = (s[:r] ** 2).clamp_min(1e-4 * float(s[0]) ** 2 if s[0] > 0 else 1.0) * LIPSCHITZ[type(program.loss).__name__] / (2 * n)
+    metric = (s[:r] ** 2).clamp_min(1e-4 * float(s[0]) ** 2 if s[0] > 0 else 1.0) * program.loss.curvature / (2 * n)
     return reduced, V, metric.to(program.X.dtype)
 
 
@@ -510,7 +510,7 @@ def solve_gated_subspace(program, W, b, tol, max_iter, check_every=10, history=N
                          f"{type(program).__name__} with {type(program.penalty).__name__}: use solve_gated.")
     warm_iter = SUBSPACE_WARM if warm_iter is None else warm_iter
     start, prox = time.perf_counter(), program.penalty.prox
-    curvature = program.lipschitz_data() * LIPSCHITZ[type(program.loss).__name__] / program.n
+    curvature = program.lipschitz_data() * program.loss.curvature / program.n
     W, b, cert, n_iter = _solve_prox(program, prox, W, b, tol, min(warm_iter, max_iter), check_every, history,
                                      curvature=curvature, confirm=False)
     if cert is not None and cert.gap <= tol:  # certified in float64 by the FISTA's check
@@ -584,7 +584,7 @@ def _solve_prox(program, prox, W, b, tol, max_iter, check_every, history, metric
     recomputed in float64."""
     loss, Y = program.loss, program.Y
     if curvature is None:
-        curvature = program.lipschitz_data() * LIPSCHITZ[type(loss).__name__] / program.n
+        curvature = program.lipschitz_data() * loss.curvature / program.n
 
     def gradient(XW, b):
         Theta = loss.grad(program.predict(XW, b), Y)
@@ -653,7 +653,7 @@ def solve_cone(program, W, b, tol, max_iter, check_every=10, history=None, cone_
     """
     loss, Y, n = program.loss, program.Y, program.n
     cone_tol = tol if cone_tol is None else cone_tol
-    data_curvature = program.lipschitz_data() * LIPSCHITZ[type(loss).__name__] / n
+    data_curvature = program.lipschitz_data() * loss.curvature / n
     cone_curvature = float(torch.linalg.matrix_norm(program.X, ord=2)) ** 2
     multipliers = torch.zeros(program.X.shape[0], *program.shape[1:], dtype=W.dtype, device=W.device)
     start = time.perf_counter()
@@ -716,7 +716,7 @@ def solve_cone(program, W, b, tol, max_iter, check_every=10, history=None, cone_
 
 def _first_step(curvature, loss):
     """1 / curvature; for all-zero data (curvature 0, W stays 0) the intercept's curvature."""
-    return 1.0 / (curvature if curvature > 0 else LIPSCHITZ[type(loss).__name__])
+    return 1.0 / (curvature if curvature > 0 else loss.curvature)
 
 
 def _record(history, iteration, start, cert, W=None, b=None):
@@ -736,6 +736,3 @@ SUBSPACE_SLACK = 4  # directions beyond twice the largest rank
 MAX_INNER = 2000  # FISTA iterations before a multiplier update at the latest
 POWER_RTOL = 1e-3  # the power iteration's relative change of the estimate at which it stops
 ROW_BLOCK = 2 ** 24  # float64 entries of data and products per block of the float64 certificate (128 MiB)
-
-# a bound on the second derivative of each loss per sample, in units of 1/n
-LIPSCHITZ = {"SquaredLoss": 1.0, "LogisticLoss": 0.25, "CrossEntropyLoss": 0.5}

@@ -55,7 +55,7 @@ import torch
 
 from .losses import Loss, SquaredLoss
 from .penalties import GroupL2
-from .solvers import LIPSCHITZ, Certificate, _record
+from .solvers import Certificate, _record
 
 log = logging.getLogger(__name__)
 
@@ -468,7 +468,7 @@ def solve_ssnal(program, W, b, tol, max_iter, history=None, dual=None):
     xi = loss.grad(p.predict(XW, b), Y)  # the gradient: scaled, the start's dual point
     # the primal proximal term 1/(2 sigma) ||W - W_k||^2 starts SIGMA_START times flatter than
     # the data term's largest curvature
-    sigma_start = SIGMA_START * p.n / (p.lipschitz_data() * LIPSCHITZ[type(loss).__name__])
+    sigma_start = SIGMA_START * p.n / (p.lipschitz_data() * loss.curvature)
     start, n_newton = time.perf_counter(), 0
     factor = p.penalty.lam / dual["lam"] if dual and dual["xi"].shape == xi.shape else None
     warm = factor is not None and bool(loss.in_conjugate_domain(factor * dual["xi"], Y))

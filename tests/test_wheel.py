@@ -7,6 +7,7 @@ processed: ``convexgan`` and ``layerwise`` can only come from the wheel.
 """
 import json
 import os
+import shutil
 import site
 import subprocess
 import sys
@@ -20,8 +21,14 @@ import convexgan
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(command, **kwargs):
-    result = subprocess.run(command, capture_output=True, text=True, **kwargs)
+def isolated(env=None):
+    """The environment without what would let the checkout's packages in (PYTHONPATH, user site)."""
+    env = {key: value for key, value in (env or os.environ).items() if key != "PYTHONPATH"}
+    return {**env, "PYTHONNOUSERSITE": "1"}
+
+
+def run(command, env=None, **kwargs):
+    result = subprocess.run(command, capture_output=True, text=True, env=isolated(env), **kwargs)
     assert result.returncode == 0, f"{command} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout
 
@@ -30,7 +37,10 @@ def run(command, **kwargs):
 def installed(tmp_path_factory):
     """A virtual environment outside the checkout with the wheel installed; its bin/ folder."""
     tmp = tmp_path_factory.mktemp("wheel")
-    run([sys.executable, "-m", "build", "--wheel", "--outdir", str(tmp / "dist"), str(ROOT)])
+    source = tmp / "source"  # a copy: no build/ left in the checkout, and no stale one read from it
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv*", "build", "dist", "*.egg-info",
+                                                                "_build", "__pycache__", "checkpoints", "data"))
+    run([sys.executable, "-m", "build", "--wheel", "--outdir", str(tmp / "dist"), str(source)])
     wheel, = (tmp / "dist").glob("convexgan-*.whl")
     run([sys.executable, "-m", "venv", str(tmp / "venv")])
     python = tmp / "venv" / "bin" / "python"
