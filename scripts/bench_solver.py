@@ -6,6 +6,7 @@
     python scripts/bench_solver.py --adam             # also Adam on the non-convex network
     python scripts/bench_solver.py --n 50000 --n-patterns 4096 --device cuda --no-pyscnn --tols 1e-3 --tol 1e-3 --reference-tol 0
     python scripts/bench_solver.py --relu-patterns 50 --tols 1e-6 --relu-al-iters 1500   # the exact ReLU program
+    python scripts/bench_solver.py --scaling 1000,4000,10000     # solver="auto" as n grows: time, gap, memory
 
 Problem (identical for every solver): the first n/2 ``airplane`` and n/2 ``automobile`` training
 images in file-name order, pixels in [0, 1] standardized per feature, labels -1/+1, no intercept,
@@ -203,6 +204,9 @@ def run_adelie(python, X, y, masks, lams, tol, threads, timeout):
 def build_parser():
     parser = common.parser(__doc__)
     parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--scaling", type=common.integers, default=None,
+                        help="instead: one solve (solver auto) at each of these n, e.g. 1000,4000,10000; prints the "
+                             "solver chosen, time, iterations, gap and peak RSS")
     parser.add_argument("--n-patterns", type=int, default=200)
     parser.add_argument("--lam", type=float, default=1e-3)
     parser.add_argument("--tol", type=float, default=1e-6, help="our certificate: relative duality gap")
@@ -234,8 +238,29 @@ def build_parser():
     return parser
 
 
+def scaling(args):
+    """One ``solver="auto"`` fit per n of ``--scaling``, as a new user would run it: the table of issue 32."""
+    root = Path(args.data_root) / "cifar10" if args.data_root else dataset_folder("cifar10")
+    print(f"{'n':>7} {'solver':>7} {'seconds':>9} {'iterations':>10} {'gap':>8} {'certified':>9} {'peak RSS':>9}")
+    for n in args.scaling:
+        X, y = load_problem(n, root)
+        gates = np.random.default_rng(123).standard_normal((X.shape[1], args.n_patterns))
+        estimator = ConvexReLU(lam=args.lam, gates=gates, activation="gated", fit_intercept=False, tol=args.tol,
+                               max_iter=args.max_iter, device=args.device)
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)  # the table says it
+            estimator.fit(X, y)
+        seconds = time.perf_counter() - start
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # the process's peak so far, GiB
+        print(f"{n:7d} {estimator.solver_:>7} {seconds:9.1f} {int(estimator.n_iter_):10d} {estimator.gap_:8.1e} "
+              f"{'yes' if estimator.converged_ else 'no':>9} {peak:7.2f} GiB", flush=True)
+
+
 def bench(args):
     args.device = common.device(args.device)
+    if args.scaling:
+        return scaling(args)
 
     X, y = load_problem(args.n, Path(args.data_root) / "cifar10" if args.data_root else dataset_folder("cifar10"))
     gates = np.random.default_rng(123).standard_normal((X.shape[1], args.n_patterns))  # = pyscnn's

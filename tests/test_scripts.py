@@ -140,3 +140,12 @@ def test_solver_benchmark_certifies_its_runs(capsys):
     out = capsys.readouterr().out
     ours = next(line.split() for line in out.splitlines() if line.startswith("ours (newton, tol=0.0001)"))
     assert "reference lower bound" not in out and float(ours[ours.index("gap") + 1]) <= 1e-4
+
+
+@pytest.mark.skipif(not CIFAR10.is_dir(), reason="CIFAR-10 not present")
+def test_solver_benchmark_scaling_table(capsys):
+    assert script("bench_solver").main(["--scaling", "20,40", "--n-patterns", "8", "--tol", "1e-6",
+                                        "--device", "cpu"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    assert [row[0] for row in rows] == ["20", "40"]
+    assert all(row[1] == "newton" and float(row[4]) <= 1e-6 and row[5] == "yes" for row in rows)
