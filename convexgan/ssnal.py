@@ -34,7 +34,7 @@ output k has its own Newton system, solved in the smaller of two spaces:
 - n-space: with K = X X^T and the masks M of the active groups,
   ``sum_g A_g J_g A_g^T = K o (M diag(a) M^T) + B diag(1 - a) B^T``, B = [D_g X u_g]: one n x n
   Cholesky factorization whatever d and P are (Wave-2 notes, DESIGN.md section 5), for n up to
-  ``dense_limit`` (8,000 on a CPU, what the memory holds on a GPU); on a CPU formed and factorized
+  ``dense_limit`` (what the memory holds: on a CPU at most 16,000); on a CPU formed and factorized
   in float32 and refined with float64 residuals (``_refined_solve``; in float64 where H is too
   ill-conditioned for that);
 - active-group space (squared loss, whose conjugate has the constant Hessian n I): by
@@ -48,6 +48,7 @@ ones used: the Gram matrix is one all-reduce, each Newton step reduces ``A^T r``
 """
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 
@@ -69,7 +70,8 @@ INNER_RATIO = 0.1       # inner stop: ||grad psi|| below this share of the outer
 NOISE = 2.0             # an outer step whose gap exceeds the best one by this factor met rounding
 ROUNDING = 1e-12        # relative size of grad psi that float64 rounding cannot resolve
 GRAM_LIMIT = 8000       # d G + 1 up to which the masked design's Gram matrix is cached
-DENSE_LIMIT = 8000      # n up to which n-space Newton systems are factorized on a CPU (n^3 / 3 flops a step)
+DENSE_LIMIT = 8000      # n up to which n-space Newton systems are factorized on any device
+CPU_DENSE_LIMIT = 16000  # ... and on a CPU at most, where memory allows: n^3 / 3 flops a step (seconds on 2 cores)
 DENSE_BYTES = 28        # bytes per entry of the n x n matrices of an n-space step at its peak (see _n_space)
 BLOCK_ENTRIES = 2 ** 25  # matrix entries of one block of rows converted at a time
 BATCH_ENTRIES = 2 ** 25  # matrix entries of one batch of active-group systems (256 MiB in float64)
@@ -89,16 +91,34 @@ def supports(program):
 
 
 def dense_limit(device):
-    """The largest n whose n-space Newton systems are factorized on ``device``: ``DENSE_LIMIT`` on
-    a CPU (the time of a factorization); on a GPU, what its free memory holds (``DENSE_BYTES`` per
-    entry: about 68,000 on an empty 141-GB H200, where a 50,000 x 50,000 factorization takes about
-    a second). ``device``: a ``torch.device`` or its name."""
+    """The largest n whose n-space Newton systems are factorized on ``device``.
+
+    What the free memory holds at ``DENSE_BYTES`` per entry of an n x n matrix, at least
+    ``DENSE_LIMIT``: on a GPU all of it (about 68,000 on an empty 141-GB H200, where a 50,000 x
+    50,000 factorization takes about a second); on a CPU at most ``CPU_DENSE_LIMIT`` (there the
+    factorizations' time grows like n^3). ``device``: a ``torch.device`` or its name."""
     device = torch.device(device)
     if device.type != "cuda":
-        return DENSE_LIMIT
+        return max(DENSE_LIMIT, min(CPU_DENSE_LIMIT, math.isqrt(_available_memory() // DENSE_BYTES)))
     free, _ = torch.cuda.mem_get_info(device)
     free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)  # torch's cache is free to us
     return max(DENSE_LIMIT, math.isqrt(free // DENSE_BYTES))
+
+
+def _available_memory():
+    """Bytes of memory the system can give now: ``MemAvailable`` on Linux, else the free pages (0
+    where neither is known)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return 0
 
 
 def _group_space_available(program):
@@ -220,13 +240,12 @@ class _NewtonSystems:
         a = state.scale[active, k]
         u_images = state.XW[:, active, k] / (a * state.norms[active, k])  # X u_g, as X W+_g = a_g ||V_g|| X u_g
         a, masks = a.to(dtype), p.mask_weights[:, active].to(dtype)
-        H = (masks * a) @ masks.T  # in place from here: one n x n matrix
+        H = (masks * (sigma * a)) @ masks.T  # in place from here: one n x n matrix, sigma folded into the factors
         H *= self.K32 if dtype == torch.float32 else self.K
         B = masks * u_images.to(dtype)  # D_g X u_g
-        H.addmm_(B * (1 - a), B.T)
+        H.addmm_(B * (sigma * (1 - a)), B.T)
         if p.fit_intercept:
-            H += 1.0
-        H *= sigma
+            H += sigma
         H.diagonal().add_(hessian.to(dtype))
         return H
 
@@ -303,17 +322,17 @@ def _refined_solve(H, rhs, steps=4):
     rhs (n, r): Cholesky in float32, then iterative refinement with float64 residuals. Each step
     shrinks the residual by about cond(H) eps(float32); where ``steps`` steps do not bring it below
     1e-10 ||rhs|| (cond(H) above about 1e5, where H's rounding to float32 also moves the solution
-    too far), or where float32 overflowed, returns None. The residuals convert H to float64 a
-    block of rows at a time."""
+    too far), or where float32 overflowed, returns None. The residuals use H converted to float64
+    once, a block of rows at a time, after the factorization (``DENSE_BYTES`` counts it)."""
     if not bool(torch.isfinite(H.diagonal()).all()):  # H is PSD: its diagonal bounds every entry
         return None
-    blocks = _row_blocks(*H.shape)
-    whole = H.double() if len(blocks) == 1 else None  # one block: converted once, not every step
     L = _cholesky(H)
     x = _triangular_solves(L, rhs.float()).double()
+    exact = torch.empty(H.shape, dtype=torch.float64, device=H.device)  # converted once, not at every step
+    for rows in _row_blocks(*H.shape):
+        exact[rows] = H[rows]
     for _ in range(steps):
-        product = whole @ x if whole is not None else torch.cat([H[rows].double() @ x for rows in blocks])
-        residual = rhs - product
+        residual = rhs - exact @ x
         if float(residual.norm()) <= 1e-10 * float(rhs.norm()):
             return x
         x += _triangular_solves(L, residual.float()).double()

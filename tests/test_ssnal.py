@@ -126,12 +126,17 @@ def test_refined_solve_reaches_float64_accuracy_or_refuses(condition, block_entr
     assert torch.linalg.vector_norm(x - exact) <= 1e3 * condition * 2.3e-16 * torch.linalg.vector_norm(exact)
 
 
-def test_dense_limit_counts_the_memory_a_gpu_can_give(monkeypatch):
-    assert ssnal.dense_limit(torch.device("cpu")) == ssnal.DENSE_LIMIT  # a CPU: the factorization's time
-    assert ssnal.dense_limit("cpu") == ssnal.DENSE_LIMIT
+def test_dense_limit_counts_the_memory_a_device_can_give(monkeypatch):
+    GiB, cuda = 2 ** 30, torch.device("cuda", 0)
+    # a CPU: what the available memory holds at 28 bytes an entry, between 8,000 and 16,000 rows
+    for available, rows in ((1 * GiB, 8000), (4 * GiB, 12385), (20 * GiB, 16000)):
+        monkeypatch.setattr(ssnal, "_available_memory", lambda: available)
+        assert ssnal.dense_limit(torch.device("cpu")) == ssnal.dense_limit("cpu") == rows
+    assert 12385 ** 2 * 28 <= 4 * GiB < 12386 ** 2 * 28
+    monkeypatch.undo()
+    assert ssnal._available_memory() > 0  # this machine tells
     with pytest.raises(RuntimeError, match="device"):
         ssnal.dense_limit("no such device")
-    GiB, cuda = 2 ** 30, torch.device("cuda", 0)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (40 * GiB, 141 * GiB))
     monkeypatch.setattr(torch.cuda, "memory_allocated", lambda device: 5 * GiB)
     monkeypatch.setattr(torch.cuda, "memory_reserved", lambda device: 5 * GiB)
