@@ -15,11 +15,13 @@ problems), which separates over the output columns and is solved one column at a
 ``min sum ||V_i[:, k]|| s.t. sum_i D_i Z V_i + b = G`` when the patterns can represent G.
 """
 import logging
+import warnings
 from contextlib import nullcontext
 from typing import NamedTuple
 
 import numpy as np
 import torch
+from sklearn.exceptions import ConvergenceWarning
 from tqdm.auto import tqdm
 
 from . import losses, solvers, ssnal
@@ -114,9 +116,11 @@ def fit_relu_generator(Z, G, lam=1e-4, n_patterns=64, activation="relu", tol=1e-
         return _fit_gated(Z, G, lam, check_positive_int(n_patterns, "n_patterns"), tol, max_iter, seed, device,
                           dtype, sharded)
     models = []
-    for k in tqdm(range(G.shape[1]), desc="fitting generator outputs", unit="output", disable=not progress):
-        models.append(ConvexReLU(lam=lam, n_patterns=n_patterns, activation=activation, tol=tol,
-                                 max_iter=max_iter, seed=seed, device=device, dtype=dtype).fit(Z, G[:, k]))
+    with warnings.catch_warnings():  # one warning for the whole fit (_finish), not one per output
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for k in tqdm(range(G.shape[1]), desc="fitting generator outputs", unit="output", disable=not progress):
+            models.append(ConvexReLU(lam=lam, n_patterns=n_patterns, activation=activation, tol=tol,
+                                     max_iter=max_iter, seed=seed, device=device, dtype=dtype).fit(Z, G[:, k]))
     network = _stack([model.network_ for model in models], activation)
     primal = sum(model.objective_ for model in models)
     dual = sum(model.dual_objective_ for model in models)
@@ -151,8 +155,8 @@ def _finish(network, fit, converged, n_outputs, max_iter, tol):
     log.info("generator fit: %d outputs, %d neurons, objective %.4g, relative gap %.2g, %d iterations",
              n_outputs, fit.n_neurons, fit.objective, fit.gap, fit.n_iter)
     if not converged:
-        log.warning("generator fit stopped at max_iter=%d above tol=%.2g (gap %.2g, cone violation %.2g): "
-                    "raise max_iter or lam.", max_iter, tol, fit.gap, fit.cone_violation)
+        warnings.warn(f"generator fit stopped at max_iter={max_iter} above tol={tol:.2g} (gap {fit.gap:.2g}, cone "
+                      f"violation {fit.cone_violation:.2g}): raise max_iter or lam.", ConvergenceWarning, stacklevel=3)
     network.certificate = fit
     return network
 

@@ -18,12 +18,14 @@ come from rank 0's first images, and only rank 0 writes the checkpoint.
 import copy
 import logging
 import time
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 from torch import nn
@@ -265,6 +267,10 @@ class LayerwiseConvexClassifier(ClassifierMixin, BaseEstimator):
                                     loss.sharded(shard.total) if shard.sharded else loss, NuclearNorm(self.lam))
         W, b = program.zeros()
         W, b, cert, n_iter = solvers.solve_gated_subspace(program, W, b, self.tol, self.max_iter)
+        if not cert.gap <= self.tol:
+            warnings.warn(f"block {k + 1} stopped after max_iter={self.max_iter} with relative gap {cert.gap:.2g} above "
+                          f"tol={self.tol:g}: it keeps that certificate; raise max_iter for a tighter one.",
+                          ConvergenceWarning, stacklevel=4)
         block, head, _ = recover_block(W.double().cpu(), gates.double(), inputs.shape[1],
                                        None if whitening is None else whitening.double(), precision=dtype)
         return block.float(), head.float(), b.float().cpu(), cert, n_iter

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 import torch
+from sklearn.exceptions import ConvergenceWarning
 
 from convexgan.data import labelled_images
 from layerwise.classifier import LayerwiseConvexClassifier, MirrorAverage
@@ -141,3 +142,11 @@ def test_resize_images_rejects_bad_input():
         resize_images(np.zeros((2, 8, 8, 1)), 16)
     with pytest.raises(ValueError, match="positive integer"):
         resize_images(np.zeros((2, 8, 8, 1), np.uint8), 0)
+
+
+def test_a_block_stopped_by_max_iter_warns_with_its_gap():
+    X, y, _, _ = small_digits()
+    with pytest.warns(ConvergenceWarning, match="block 1 stopped after max_iter=5") as caught:
+        model = LayerwiseConvexClassifier(widths=(6, 6), n_patterns=(6, 4), max_iter=5, tol=1e-8).fit(X, y)
+    gaps = [s["certificate"]["gap"] for s in model.stages_]
+    assert len([w for w in caught if issubclass(w.category, ConvergenceWarning)]) == 2 and min(gaps) > 1e-8

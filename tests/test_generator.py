@@ -3,6 +3,7 @@ reproduction of the closed-form G*."""
 import numpy as np
 import pytest
 import torch
+from sklearn.exceptions import ConvergenceWarning
 
 from convexgan import fit_relu_generator, sample_patterns, svt
 from cvxpy_reference import reference_optimum
@@ -47,3 +48,13 @@ def test_bad_input_is_named():
         fit_relu_generator(np.zeros((5, 2)), np.zeros((4, 1)))
     with pytest.raises(ValueError, match="lam"):
         fit_relu_generator(np.ones((5, 2)), np.ones((5, 1)), lam=0)
+
+
+@pytest.mark.parametrize("activation", ["relu", "gated"])
+def test_a_fit_stopped_by_max_iter_warns_once(activation):
+    rng = np.random.default_rng(1)
+    Z, G = rng.standard_normal((12, 3)), rng.standard_normal((12, 3))
+    with pytest.warns(ConvergenceWarning, match="generator fit stopped") as caught:
+        network = fit_relu_generator(Z, G, lam=1e-3, n_patterns=6, activation=activation, tol=1e-12, max_iter=2)
+    assert len([w for w in caught if issubclass(w.category, ConvergenceWarning)]) == 1
+    assert network.certificate.gap > 1e-12
