@@ -231,7 +231,17 @@ def load_lfw_subset(resolution=64):
 
 
 class FaceData(NamedTuple):
-    """uint8 training and held-out images (N, r, r, C), and what they are (the split included)."""
+    """A face set split into training and held-out images.
+
+    Parameters
+    ----------
+    train : ndarray of uint8, shape (N, r, r, C)
+        The training images.
+    test : ndarray of uint8, shape (M, r, r, C)
+        The held-out images (whole identities where they are known).
+    description : str
+        What they are, the split included.
+    """
     train: np.ndarray
     test: np.ndarray
     description: str
@@ -242,10 +252,29 @@ def face_dataset(name, root=None, resolution=64, holdout=0.1, limit=None):
 
     Whole identities are held out where they are known (CelebA with its ``identity_CelebA.txt``;
     Olivetti, 10 images per person in order), so no person is on both sides; otherwise the last
-    images in file order. ``name``: "celeba" (``root`` holds ``img_align_celeba/``; default
-    ``dataset_folder("celeba")``, then, with a warning, the LFW faces of
-    scikit-image), "olivetti" (``olivettifaces.mat`` or its folder; default
-    ``dataset_folder("olivetti")``), "folder" (any image folder, resized whole) or "lfw"."""
+    images in file order.
+
+    Parameters
+    ----------
+    name : {"celeba", "olivetti", "folder", "lfw"}
+        "celeba": ``root`` holds ``img_align_celeba/`` (default ``dataset_folder("celeba")``, else,
+        with a warning, the LFW faces of scikit-image); "olivetti": ``olivettifaces.mat`` or its
+        folder (default ``dataset_folder("olivetti")``); "folder": any image folder, resized whole;
+        "lfw": the 100 LFW faces that ship with scikit-image.
+    root : str or path-like, optional
+        Where the images are.
+    resolution : int, default 64
+        Side of the square images, in pixels.
+    holdout : float, default 0.1
+        The fraction held out, in [0, 1).
+    limit : int, optional
+        Use at most this many images.
+
+    Returns
+    -------
+    FaceData
+        The training and held-out images and their description.
+    """
     if not 0 <= holdout < 1:
         raise ValueError(f"holdout must be a fraction in [0, 1), got {holdout}.")
     if name == "celeba" and root is None:
@@ -284,7 +313,21 @@ def face_dataset(name, root=None, resolution=64, holdout=0.1, limit=None):
 
 # -- labelled image sets for the layerwise classifiers --------------------------------------------
 class LabelledImages(NamedTuple):
-    """uint8 images (N, H, W, C) and integer labels (N,) for train and test, and class names."""
+    """A classification set: images and labels for training and test, and the class names.
+
+    Parameters
+    ----------
+    X_train : ndarray of uint8, shape (N, H, W, C)
+        Training images.
+    y_train : ndarray of int, shape (N,)
+        Their labels, indices into ``classes``.
+    X_test : ndarray of uint8, shape (M, H, W, C)
+        Test images.
+    y_test : ndarray of int, shape (M,)
+        Their labels.
+    classes : tuple of str
+        The class names.
+    """
     X_train: np.ndarray
     y_train: np.ndarray
     X_test: np.ndarray
@@ -335,14 +378,31 @@ def resize_images(X, size):
 
 
 def labelled_images(name, root=None, limit_per_class=None, test_limit_per_class=None, seed=0, size=None):
-    """A classification set as ``LabelledImages``.
+    """A classification set for the layerwise classifiers.
 
-    ``name``: "digits" (scikit-learn's 1,797 8 x 8 grey digits, embedded; a stratified 80/20 split
-    by ``seed``), "cifar10" (``root`` an ImageFolder layout ``train/<class>/``, ``test/<class>/``,
-    default ``dataset_folder("cifar10")``, or a torchvision ``CIFAR10`` root holding
-    ``cifar-10-batches-py``) or "folder" (any ImageFolder layout with train/ and test/).
-    ``limit_per_class`` keeps the first images of every class (file-name order); ``size`` resizes
-    every image to size x size (e.g. 28 for the digits at MNIST's resolution)."""
+    Parameters
+    ----------
+    name : {"digits", "cifar10", "folder"}
+        "digits": scikit-learn's 1,797 8 x 8 grey digits, embedded, split 80/20 (stratified, by
+        ``seed``); "cifar10": ``root`` an ImageFolder layout ``train/<class>/``, ``test/<class>/``
+        (default ``dataset_folder("cifar10")``) or a torchvision ``CIFAR10`` root holding
+        ``cifar-10-batches-py``; "folder": any ImageFolder layout with train/ and test/.
+    root : str or path-like, optional
+        Where the images are.
+    limit_per_class : int, optional
+        Keep the first training images of every class (file-name order).
+    test_limit_per_class : int, optional
+        The same for the test images.
+    seed : int, default 0
+        The digits' split.
+    size : int, optional
+        Resize every image to size x size (e.g. 28 for the digits at MNIST's resolution).
+
+    Returns
+    -------
+    LabelledImages
+        The images, labels and class names.
+    """
     if size is not None:
         if int(size) != size or size < 4:
             raise ValueError(f"size must be an integer of at least 4 pixels, got {size!r}.")

@@ -9,7 +9,7 @@ numpydoc_validate = pytest.importorskip("numpydoc.validate")
 
 import convexgan  # noqa: E402
 import layerwise  # noqa: E402
-from convexgan.data import data_root, dataset_folder  # noqa: E402
+from convexgan.data import FaceData, LabelledImages, data_root, dataset_folder, face_dataset, labelled_images  # noqa: E402,E501
 
 # GL08 no docstring; SS01 no summary; PR01 a parameter not documented; PR02 a documented parameter
 # that does not exist; PR07 a parameter without a description; RT01 no Returns section; RT03 a
@@ -46,7 +46,7 @@ def public_names():
     """Fully qualified names (as numpydoc imports them) of the public API and its classes' public
     methods and properties, inherited ones included."""
     objects = [getattr(convexgan, name) for name in convexgan.__all__]
-    objects += [getattr(layerwise, name) for name in layerwise.__all__] + [data_root, dataset_folder]
+    objects += [getattr(layerwise, name) for name in layerwise.__all__] + [data_root, dataset_folder, face_dataset, FaceData, labelled_images, LabelledImages]
     names = []
     for obj in objects:
         names.append(_qualified(obj))
