@@ -106,14 +106,12 @@ _PARAMETERS = """    Parameters
         Start from the last solution and reuse its patterns.
     solver : str
         Gated: "newton" (semismooth Newton augmented Lagrangian, second order), "fista", or
-        "auto" (newton where it
-        applies: one output per group, squared or logistic loss). Relu: "admm" (squared loss:
-        one n x n factorization, then four products with the data per iteration),
-        "augmented_lagrangian"
-        (any loss, GPU), "projection" (FISTA with exact cone projections by NNLS: feasible
-        iterates, fast on small problems), or "auto" (projection when ``n * d * G * c <=
-        200,000``, else admm for the squared loss and d >= n / 4, else augmented_lagrangian;
-        the comparison that set these thresholds is in BENCHMARKS.md).
+        "auto" (newton where it applies: one output per group, squared or logistic loss).
+        Relu: "admm" (squared loss: one n x n factorization, then four products with the data per
+        iteration), "augmented_lagrangian" (any loss, GPU), "projection" (FISTA with exact cone
+        projections by NNLS: feasible iterates, fast on small problems), or "auto" (projection
+        when ``n * d * G * c <= 200,000``, else admm for the squared loss and d >= n / 4, else
+        augmented_lagrangian; the comparison that set these thresholds is in BENCHMARKS.md).
     precondition : bool
         FISTA with one output: work in the singular basis of X with the metric ``S^2 / 2n``.
     distributed : bool
