@@ -30,6 +30,7 @@ d >= n / 4 to ADMM (``admm``), other relu programs to the augmented Lagrangian o
 exact projections. BENCHMARKS.md measures each against the others.
 """
 import copy
+import logging
 import time
 import warnings
 from contextlib import nullcontext
@@ -51,6 +52,7 @@ from .penalties import GroupL2, NuclearNorm
 from .recovery import separate_neurons, shared_neurons
 from .validation import check_choice, check_positive, check_positive_int
 
+log = logging.getLogger(__name__)
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 PROJECTION_SIZE = 200_000  # n * d * G * c up to which solver="auto" projects onto the cones exactly
 ADMM_WIDTH = 0.25  # d / n from which solver="auto" takes ADMM for larger squared-loss relu programs
@@ -287,6 +289,10 @@ class _ConvexTwoLayer(BaseEstimator):
                                  f"process; this one ({type(program.penalty).__name__}, "
                                  f"{type(program.loss).__name__}, n={program.n}"
                                  f"{', sharded' if program.sharded else ''}) needs solver='fista' (or 'auto').")
+            if self.solver == "auto" and not newton:  # the cliff a user should see: no second-order solve
+                log.info("solver='auto' takes FISTA: the Newton solver needs one output per group, a squared or "
+                         "logistic loss and at most %d rows on %s (n=%d, %s, %s)", ssnal.dense_limit(program.X.device),
+                         program.X.device.type, program.n, type(program.penalty).__name__, type(program.loss).__name__)
             solver = "newton" if solver == "auto" and newton else ("fista" if solver == "auto" else solver)
             if solver == "newton":  # it works in float64: on the data, not on their float32 rounding
                 program = program.float64()

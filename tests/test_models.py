@@ -336,3 +336,14 @@ def test_interrupted_relu_fit_raises():
     model._run_solver = interrupt  # a cone certificate needs multipliers that no history keeps
     with pytest.raises(KeyboardInterrupt):
         model.fit(X, y)
+
+
+def test_auto_says_when_it_leaves_the_newton_solver(caplog):
+    X, y, lam, _ = random_problem(4, "squared", True)  # three outputs: a nuclear norm, FISTA
+    with caplog.at_level("INFO", logger="convexgan.models"):
+        model = ConvexReLU(lam=lam, n_patterns=10, activation="gated").fit(X, y)
+    assert model.solver_ == "fista" and "solver='auto' takes FISTA" in caplog.text and "NuclearNorm" in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO", logger="convexgan.models"):
+        ConvexReLU(lam=lam, n_patterns=10, activation="gated").fit(X, y[:, 0])
+    assert "takes FISTA" not in caplog.text
