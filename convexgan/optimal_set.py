@@ -134,9 +134,9 @@ def certify_network(net, X, y, lam, loss="squared", max_patterns=20000):
     with torch.no_grad():
         prediction = net(torch.as_tensor(X, dtype=net.hidden.weight.dtype)).double()
         objective = float(loss_function.value(prediction, program.Y) + lam * net.weight_penalty().double())
-    lower_bound = program.scaled_dual(Theta, norms)
-    return NetworkCertificate(objective, lower_bound, (objective - lower_bound) / max(abs(objective), 1e-300),
-                              rates[best][1], 1.0 if best < P else -1.0, float(norms[best]) - lam)
+    cert = program.scaled_certificate(objective, Theta, norms)
+    return NetworkCertificate(objective, cert.dual, cert.gap, rates[best][1], 1.0 if best < P else -1.0,
+                              float(norms[best]) - lam)
 
 
 @dataclass

@@ -297,21 +297,18 @@ class ConvexProgram:
         norms = self.penalty.dual_norms(adjoint_of(Theta))
         if self.cone and refine:
             norms = self.refine_dual_norms(Theta, norms)
-        point = self.dual_scale(norms) * Theta
-        dual = -float(self.loss.conjugate(point, Y))
-        return Certificate(primal, dual, (primal - dual) / max(abs(primal), 1e-300), violation, point)
+        return self.scaled_certificate(primal, Theta, norms, Y, violation)
 
-    def dual_scale(self, norms):
-        """``alpha = min(1, lam / max(norms))``: the factor that scales a point whose dual norms per
-        group are ``norms`` into the dual ball."""
+    def scaled_certificate(self, primal, Theta, norms, Y=None, violation=0.0):
+        """The certificate of the primal value ``primal`` by the dual point ``alpha Theta``: Theta
+        (n, c) scaled into the dual ball, ``alpha = min(1, lam / max(norms))`` with ``norms`` its
+        dual norms per group. Its dual value ``-F*(alpha Theta)`` bounds the optimum from below
+        when Theta also satisfies the intercept's constraint ``1^T Theta = 0``. Y: the targets
+        (default the program's)."""
         worst = float(norms.max())
-        return min(1.0, self.penalty.lam / worst) if worst > 0 else 1.0
-
-    def scaled_dual(self, Theta, norms, Y=None):
-        """The dual value ``-F*(alpha Theta)`` of Theta (n, c) scaled into the dual ball (``dual_scale``),
-        ``norms`` its dual norms per group; a lower bound on the optimum when Theta also satisfies
-        the intercept's constraint ``1^T Theta = 0``. Y: the targets (default the program's)."""
-        return -float(self.loss.conjugate(self.dual_scale(norms) * Theta, self.Y if Y is None else Y))
+        point = (min(1.0, self.penalty.lam / worst) if worst > 0 else 1.0) * Theta
+        dual = -float(self.loss.conjugate(point, self.Y if Y is None else Y))
+        return Certificate(primal, dual, (primal - dual) / max(abs(primal), 1e-300), violation, point)
 
 
 def singular_basis(program, always=False):

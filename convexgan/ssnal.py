@@ -225,8 +225,8 @@ class _NewtonSystems:
         logistic conjugate's Hessian grows without bound at its domain's edge (there H rounded to
         float32 cost Newton steps: 351-397 against 306 on the logistic path of BENCHMARKS.md), and
         on a GPU float64 costs about what float32 does (an H200 at n = 50,000: BENCHMARKS.md).
-        At its peak a step holds K in float32 and float64, H and its factor L: at most
-        ``DENSE_BYTES`` per entry of an n x n matrix."""
+        At its peak a step holds K in float32 and float64, H, its factor L and (for the refinement)
+        H in float64: at most ``DENSE_BYTES`` per entry of an n x n matrix."""
         rhs = state.grad[:, k:k + 1]
         x = None
         if isinstance(self.program.loss, SquaredLoss) and self.program.X.device.type == "cpu":
@@ -540,11 +540,9 @@ def _best_dual(p, systems, cert, xi, adjoint):
         xi, adjoint = xi - mean, adjoint - systems.ones_adjoint[:, :, None] * mean
         if not p.loss.in_conjugate_domain(xi, p.Y):  # centering pushed samples out (logistic)
             xi, adjoint = _toward_anchor(p, systems.anchor, xi, adjoint)
-    point = p.dual_scale(p.penalty.dual_norms(adjoint)) * xi
-    value = -float(p.loss.conjugate(point, p.Y))
-    if not value > cert.dual:  # also when xi fell outside the conjugate's domain (-inf)
-        return cert
-    return Certificate(cert.primal, value, (cert.primal - value) / max(abs(cert.primal), 1e-300), 0.0, point)
+    candidate = p.scaled_certificate(cert.primal, xi, p.penalty.dual_norms(adjoint))
+    # the better dual; also cert where xi fell outside the conjugate's domain (-inf)
+    return candidate if candidate.dual > cert.dual else cert
 
 
 def _toward_anchor(p, anchor, xi, adjoint, steps=40):
