@@ -37,19 +37,24 @@ def data_root():
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "convexgan" / "data"
 
 
-def dataset_folder(name):
-    """Where a data set is looked for when no root is given.
+def dataset_folder(name, data_root_override=None):
+    """Where a data set is looked for.
 
     Parameters
     ----------
     name : str
         The data set's folder name: "celeba", "olivetti" or "cifar10".
+    data_root_override : str or path-like, optional
+        A folder holding the data sets (the scripts' ``--data-root``); it wins when given.
 
     Returns
     -------
     pathlib.Path
-        ``data/<name>`` of the current folder when it exists, else ``data_root() / name``.
+        ``data_root_override / name`` when given, else ``data/<name>`` of the current folder when
+        it exists, else ``data_root() / name``.
     """
+    if data_root_override is not None:
+        return Path(data_root_override) / name
     local = Path("data") / name
     return local if local.is_dir() else data_root() / name
 

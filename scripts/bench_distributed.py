@@ -49,7 +49,7 @@ def load_problem(n, root, size=16):
 def worker(args):
     """One rank: fit both solves on this rank's rows; rank 0 writes the figures to --json."""
     with common.process_group() as (rank, world):
-        X, y = load_problem(args.images, Path(args.data_root) / "cifar10" if args.data_root else dataset_folder("cifar10"))
+        X, y = load_problem(args.images, dataset_folder("cifar10", args.data_root))
         rows = shard_rows(len(X))
         figures = {}
         for name, (model_class, solver) in SOLVES.items():

@@ -62,6 +62,11 @@ def load_problem(n, root):
     return (X - X.mean(0)) / np.where(std > 0, std, 1.0), y
 
 
+def problem_gates(X, n_patterns):
+    """The problem's gates (d, P): ``N(0, I)`` from ``default_rng(123)``, exactly pyscnn's."""
+    return np.random.default_rng(123).standard_normal((X.shape[1], n_patterns))
+
+
 def two_gemm_seconds(X, gates, device, dtype, repeats=20):
     """The floor of one gradient: X @ W (n x d by d x P) and X^T @ R (d x n by n x P), timed alone."""
     dtype = getattr(torch, dtype)
@@ -240,11 +245,11 @@ def build_parser():
 
 def scaling(args):
     """One ``solver="auto"`` fit per n of ``--scaling``, as a new user would run it: the table of issue 32."""
-    root = Path(args.data_root) / "cifar10" if args.data_root else dataset_folder("cifar10")
+    root = dataset_folder("cifar10", args.data_root)
     print(f"{'n':>7} {'solver':>7} {'seconds':>9} {'iterations':>10} {'gap':>8} {'certified':>9} {'peak RSS':>9}")
     for n in args.scaling:
         X, y = load_problem(n, root)
-        gates = np.random.default_rng(123).standard_normal((X.shape[1], args.n_patterns))
+        gates = problem_gates(X, args.n_patterns)
         estimator = ConvexReLU(lam=args.lam, gates=gates, activation="gated", fit_intercept=False, tol=args.tol,
                                max_iter=args.max_iter, device=args.device)
         start = time.perf_counter()
@@ -262,8 +267,8 @@ def bench(args):
     if args.scaling:
         return scaling(args)
 
-    X, y = load_problem(args.n, Path(args.data_root) / "cifar10" if args.data_root else dataset_folder("cifar10"))
-    gates = np.random.default_rng(123).standard_normal((X.shape[1], args.n_patterns))  # = pyscnn's
+    X, y = load_problem(args.n, dataset_folder("cifar10", args.data_root))
+    gates = problem_gates(X, args.n_patterns)
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
     threads = torch.get_num_threads()
     where = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else f"{threads} threads"

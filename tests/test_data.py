@@ -157,6 +157,7 @@ def test_dataset_folder_prefers_data_here(monkeypatch, tmp_path):
     assert dataset_folder("cifar10") == tmp_path / "shared" / "cifar10"
     (tmp_path / "data" / "cifar10").mkdir(parents=True)
     assert dataset_folder("cifar10").resolve() == tmp_path / "data" / "cifar10"
+    assert dataset_folder("cifar10", tmp_path / "given") == tmp_path / "given" / "cifar10"  # --data-root wins
 
 
 def test_celeba_absent_falls_back_to_the_embedded_faces_and_says_how_to_point_at_it(monkeypatch, tmp_path, caplog):
