@@ -177,12 +177,16 @@ class _Progress(list):
         self.name, self.solver, self.verbose = name, solver, verbose
         self.best, self.reported = None, -float("inf")
 
+    def say(self, text):
+        """Print ``[estimator] solver: text`` when verbose."""
+        if self.verbose:
+            print(f"[{self.name}] {self.solver}: {text}", flush=True)
+
     def append(self, row):
         super().append(row)
         iteration, seconds, primal, gap = row
         if self.verbose > 1 or (self.verbose and seconds - self.reported >= REPORT_SECONDS):
-            print(f"[{self.name}] {self.solver}: iteration {iteration}, {seconds:.1f} s, objective {primal:.10g}, "
-                  f"relative gap {gap:.2e}", flush=True)
+            self.say(f"iteration {iteration}, {seconds:.1f} s, objective {primal:.10g}, relative gap {gap:.2e}")
             self.reported = seconds
 
     def keep(self, cert, W, b):
@@ -320,9 +324,8 @@ class _ConvexTwoLayer(BaseEstimator):
         Newton solver's dual iterate, carried between the solves of a path."""
         program = prepared.program
         history = _Progress(type(self).__name__, prepared.solver, int(self.verbose))
-        if self.verbose:
-            print(f"[{type(self).__name__}] {prepared.solver} on n={program.n} rows, {program.shape[1]} groups, "
-                  f"{program.shape[2]} output(s), lam={program.penalty.lam:g}, tol={self.tol:g}", flush=True)
+        history.say(f"n={program.n} rows, {program.shape[1]} groups, {program.shape[2]} output(s), "
+                    f"lam={program.penalty.lam:g}, tol={self.tol:g}")
         started, interrupted = time.perf_counter(), False
         try:
             W, b, cert, n_iter = self._run_solver(prepared, W, b, history, dual)
@@ -360,10 +363,9 @@ class _ConvexTwoLayer(BaseEstimator):
                           "raise max_iter or the tolerances.", ConvergenceWarning, stacklevel=3)
         self.network_ = self._recover()
         self.n_neurons_ = self.network_.hidden.weight.shape[0]
-        if self.verbose:
-            print(f"[{type(self).__name__}] {prepared.solver}: {'converged' if self.converged_ else 'stopped'} after "
-                  f"{n_iter} iterations, {time.perf_counter() - started:.1f} s: objective {cert.primal:.10g}, "
-                  f"relative gap {cert.gap:.2e}, {self.n_neurons_} neurons", flush=True)
+        history.say(f"{'converged' if self.converged_ else 'stopped'} after {n_iter} iterations, "
+                    f"{time.perf_counter() - started:.1f} s: objective {cert.primal:.10g}, relative gap "
+                    f"{cert.gap:.2e}, {self.n_neurons_} neurons")
         return solution
 
     def _run_solver(self, prepared, W, b, history, dual):

@@ -296,7 +296,7 @@ def test_verbose_reports_the_solver_and_the_result(capsys):
     X, y, lam, _ = random_problem(1, "squared", False)
     ConvexReLU(lam=lam, n_patterns=10, activation="gated", verbose=1).fit(X, y)
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("[ConvexReLU] newton on n=") and "converged after" in lines[-1]
+    assert lines[0].startswith("[ConvexReLU] newton: n=") and "converged after" in lines[-1]
     ConvexReLU(lam=lam, n_patterns=10, activation="gated").fit(X, y)
     assert capsys.readouterr().out == ""
     with pytest.raises(ValueError, match="verbose"):
