@@ -20,6 +20,7 @@ from .checkpoints import atomic_write
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif")  # what torchcodec's decode_image reads
+DATASETS = ("celeba", "olivetti", "cifar10")  # the data sets found by name (dataset_folder)
 
 
 def data_root():
@@ -53,6 +54,8 @@ def dataset_folder(name, data_root_override=None):
         ``data_root_override / name`` when given, else ``data/<name>`` of the current folder when
         it exists, else ``data_root() / name``.
     """
+    if name not in DATASETS:
+        raise ValueError(f"unknown data set {name!r}: the folders looked for are {', '.join(DATASETS)}.")
     if data_root_override is not None:
         return Path(data_root_override) / name
     local = Path("data") / name

@@ -245,6 +245,8 @@ def build_parser():
 
 def scaling(args):
     """One ``solver="auto"`` fit per n of ``--scaling``, as a new user would run it: the table of issue 32."""
+    if min(args.scaling) < 2:
+        raise ValueError(f"--scaling needs sizes of at least 2 (an image of each class), got {args.scaling}.")
     root = dataset_folder("cifar10", args.data_root)
     print(f"{'n':>7} {'solver':>7} {'seconds':>9} {'iterations':>10} {'gap':>8} {'certified':>9} {'peak RSS':>9}")
     for n in args.scaling:

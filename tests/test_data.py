@@ -158,6 +158,8 @@ def test_dataset_folder_prefers_data_here(monkeypatch, tmp_path):
     (tmp_path / "data" / "cifar10").mkdir(parents=True)
     assert dataset_folder("cifar10").resolve() == tmp_path / "data" / "cifar10"
     assert dataset_folder("cifar10", tmp_path / "given") == tmp_path / "given" / "cifar10"  # --data-root wins
+    with pytest.raises(ValueError, match="unknown data set 'cifar100'.*celeba, olivetti, cifar10"):
+        dataset_folder("cifar100")
 
 
 def test_celeba_absent_falls_back_to_the_embedded_faces_and_says_how_to_point_at_it(monkeypatch, tmp_path, caplog):

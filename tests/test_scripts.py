@@ -36,6 +36,8 @@ def test_bad_input_is_named_with_exit_status_2(tmp_path, capsys):
     assert script("train_layerwise").main(["--dataset", "folder"]) == 2
     assert "pass --data-root" in capsys.readouterr().err
     assert script("bench_layerwise").main(["--budget-factor", "0"]) == 2
+    assert script("bench_solver").main(["--scaling", "1000,1"]) == 2
+    assert "--scaling needs sizes of at least 2" in capsys.readouterr().err
     assert script("train_layerwise").main(["--widths", "8,x"]) == 2
     assert "integers separated by commas" in capsys.readouterr().err
     assert script("adelie_worker").main([str(tmp_path / "missing.npz"), str(tmp_path / "out.npz")]) == 2
